@@ -1,0 +1,41 @@
+//! The OMS message protocol: JSON-RPC 2.0 envelopes and the typed messages of the catalog.
+//!
+//! Lenient in, strict out: inbound parsers accept what real senders write (numbers as strings,
+//! timestamps with or without a zone, empty strings for absent values, unknown keys) and reject
+//! what cannot be valid with a [`Rejection`] whose text a person can act on. Outbound types emit
+//! exactly the spec's field names.
+//!
+//! This crate does no I/O: it turns bytes into values and values into bytes, nothing else.
+
+pub mod envelope;
+pub mod inventory;
+pub mod lenient;
+mod rejection;
+pub mod spec;
+
+pub use envelope::{Envelope, MessageId, OutgoingEnvelope};
+pub use rejection::Rejection;
+
+/// Bounds on what a single inbound message may contain.
+///
+/// They protect the workers from hostile or broken senders: a body over `max_body_bytes` is
+/// refused before it is parsed, and a snapshot listing more than `max_snapshot_skus` SKUs is
+/// refused after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_snapshot_skus: usize,
+    pub max_sku_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // A 10,000-SKU snapshot is about 0.5 MiB; leave generous room for long SKUs and
+            // extra keys.
+            max_body_bytes: 8 * 1024 * 1024,
+            max_snapshot_skus: 10_000,
+            max_sku_chars: 64,
+        }
+    }
+}
