@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn ignores_unknown_top_level_keys() {
-        let e = parse(r#"{"client":"FAKE","jsonrpc":"2.0","method":"m","params":{"a":1}}"#).unwrap();
+        let e =
+            parse(r#"{"client":"FAKE","jsonrpc":"2.0","method":"m","params":{"a":1}}"#).unwrap();
         assert_eq!(e.method, "m");
         assert_eq!(e.params.unwrap().get(), r#"{"a":1}"#);
     }
@@ -207,7 +208,10 @@ mod tests {
             ("{\"params\":{}}", "no \"method\""),
             ("{\"method\":\"\",\"params\":{}}", "\"method\" is empty"),
             ("{\"method\":\"m\",\"params\":[1]}", "is an array"),
-            ("{\"method\":\"m\",\"params\":3}", "must be an object, got a number"),
+            (
+                "{\"method\":\"m\",\"params\":3}",
+                "must be an object, got a number",
+            ),
             ("{\"jsonrpc\":\"1.0\",\"method\":\"m\"}", "unsupported"),
         ];
         for (body, expected) in cases {

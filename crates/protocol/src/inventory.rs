@@ -476,21 +476,72 @@ mod tests {
         let base = |snapshot: &str| format!(r#"{{"snapshot":{snapshot}}}"#);
         let cases = [
             (r#"{}"#.to_owned(), "no \"snapshot\""),
-            (base(r#"{"aggregate_id":"EU","created_on":"2019-06-20 17:10:28","stock":[]}"#), "\"mode\" is missing"),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","stock":[]}"#), "\"created_on\" is missing"),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28"}"#), "\"stock\" is missing"),
-            (base(r#"{"aggregate_id":"EU","mode":"SOME","created_on":"2019-06-20 17:10:28","stock":[]}"#), "unknown snapshot \"mode\" \"SOME\""),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"last tuesday","stock":[]}"#), "\"created_on\" is not a date and time"),
-            (base(r#"{"mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[]}"#), "\"aggregate_id\" is missing"),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{"sku":"A","quantity":-1}]}"#), "stock[0]: \"quantity\" is negative"),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{"sku":"A","quantity":"lots"}]}"#), "stock[0]: \"quantity\" is not a whole number"),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{"sku":"","quantity":1}]}"#), "stock[0]: \"sku\" is empty"),
-            (base(&format!(r#"{{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{{"sku":"{}","quantity":1}}]}}"#, "x".repeat(65))), "65 characters long, over the limit of 64"),
-            (base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":"none"}"#), "snapshot is malformed"),
+            (
+                base(r#"{"aggregate_id":"EU","created_on":"2019-06-20 17:10:28","stock":[]}"#),
+                "\"mode\" is missing",
+            ),
+            (
+                base(r#"{"aggregate_id":"EU","mode":"FULL","stock":[]}"#),
+                "\"created_on\" is missing",
+            ),
+            (
+                base(r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28"}"#),
+                "\"stock\" is missing",
+            ),
+            (
+                base(
+                    r#"{"aggregate_id":"EU","mode":"SOME","created_on":"2019-06-20 17:10:28","stock":[]}"#,
+                ),
+                "unknown snapshot \"mode\" \"SOME\"",
+            ),
+            (
+                base(
+                    r#"{"aggregate_id":"EU","mode":"FULL","created_on":"last tuesday","stock":[]}"#,
+                ),
+                "\"created_on\" is not a date and time",
+            ),
+            (
+                base(r#"{"mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[]}"#),
+                "\"aggregate_id\" is missing",
+            ),
+            (
+                base(
+                    r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{"sku":"A","quantity":-1}]}"#,
+                ),
+                "stock[0]: \"quantity\" is negative",
+            ),
+            (
+                base(
+                    r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{"sku":"A","quantity":"lots"}]}"#,
+                ),
+                "stock[0]: \"quantity\" is not a whole number",
+            ),
+            (
+                base(
+                    r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{"sku":"","quantity":1}]}"#,
+                ),
+                "stock[0]: \"sku\" is empty",
+            ),
+            (
+                base(&format!(
+                    r#"{{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":[{{"sku":"{}","quantity":1}}]}}"#,
+                    "x".repeat(65)
+                )),
+                "65 characters long, over the limit of 64",
+            ),
+            (
+                base(
+                    r#"{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28","stock":"none"}"#,
+                ),
+                "snapshot is malformed",
+            ),
         ];
         for (json, expected) in cases {
             let err = aggregate(&json).unwrap_err();
-            assert!(err.reason().contains(expected), "{json}: {err:?} lacks {expected:?}");
+            assert!(
+                err.reason().contains(expected),
+                "{json}: {err:?} lacks {expected:?}"
+            );
         }
     }
 
@@ -512,7 +563,10 @@ mod tests {
         let json = r#"{"snapshot":{"aggregate_id":"EU","mode":"FULL","created_on":"2019-06-20 17:10:28",
             "stock":[{"sku":"A","quantity":1},{"sku":"B","quantity":1},{"sku":"C","quantity":1}]}}"#;
         let err = parse_stock_snapshot(&raw(json), StockScope::Aggregate, &limits).unwrap_err();
-        assert!(err.reason().contains("3 SKUs, over the limit of 2"), "{err}");
+        assert!(
+            err.reason().contains("3 SKUs, over the limit of 2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -526,7 +580,10 @@ mod tests {
         assert_eq!(s.batch.unwrap().process_total, 3);
         // An aggregate parser does not take a source snapshot's id for an aggregate id.
         let err = aggregate(json).unwrap_err();
-        assert!(err.reason().contains("\"aggregate_id\" is missing"), "{err}");
+        assert!(
+            err.reason().contains("\"aggregate_id\" is missing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -562,7 +619,10 @@ mod tests {
         assert_eq!(err.reason(), "source: \"id\" is missing");
         let err = parse_source_deleted(&raw(r#"{}"#)).unwrap_err();
         assert!(err.reason().contains("\"source_id\" is missing"), "{err}");
-        assert_eq!(parse_source_deleted(&raw(r#"{"source_id":"S1"}"#)).unwrap(), "S1");
+        assert_eq!(
+            parse_source_deleted(&raw(r#"{"source_id":"S1"}"#)).unwrap(),
+            "S1"
+        );
     }
 
     #[test]
@@ -572,9 +632,13 @@ mod tests {
             deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000))
         );
         let result = aggregate(&json);
-        let reason = result.err().map(|r| r.reason().chars().take(200).collect::<String>());
+        let reason = result
+            .err()
+            .map(|r| r.reason().chars().take(200).collect::<String>());
         assert!(
-            reason.as_deref().is_some_and(|r| r.contains("quantity") || r.contains("recursion limit")),
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("quantity") || r.contains("recursion limit")),
             "{reason:?}"
         );
     }

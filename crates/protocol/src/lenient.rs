@@ -87,7 +87,10 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar::Composite("an array"))
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(Scalar::Composite("an object"))
             }
         }
@@ -201,10 +204,7 @@ pub fn flag(value: Option<Scalar>, field: &str, default: bool) -> Result<bool, R
 /// the same with a space for the `T`, and zone-less forms (`2019-06-20 17:10:28`) which mean
 /// UTC. The result is truncated to microseconds, the precision PostgreSQL stores, so that
 /// two timestamps compare the same in memory and in the database.
-pub fn required_timestamp(
-    value: Option<Scalar>,
-    field: &str,
-) -> Result<DateTime<Utc>, Rejection> {
+pub fn required_timestamp(value: Option<Scalar>, field: &str) -> Result<DateTime<Utc>, Rejection> {
     match value {
         None => Err(Rejection::new(format!("\"{field}\" is missing"))),
         Some(v) if v.is_absent() => Err(Rejection::new(format!("\"{field}\" is empty"))),
@@ -301,12 +301,30 @@ mod tests {
     #[test]
     fn timestamps_with_and_without_zones() {
         let utc = |h, m, s| Utc.with_ymd_and_hms(2019, 6, 20, h, m, s).unwrap();
-        assert_eq!(parse_timestamp("2019-06-20T17:10:28+02:00"), Some(utc(15, 10, 28)));
-        assert_eq!(parse_timestamp("2019-06-20T17:10:28Z"), Some(utc(17, 10, 28)));
-        assert_eq!(parse_timestamp("2019-06-20 17:10:28"), Some(utc(17, 10, 28)));
-        assert_eq!(parse_timestamp("2019-06-20T17:10:28"), Some(utc(17, 10, 28)));
-        assert_eq!(parse_timestamp("2019-06-20 17:10:28+0200"), Some(utc(15, 10, 28)));
-        assert_eq!(parse_timestamp("2019-06-20 17:10:28+02:00"), Some(utc(15, 10, 28)));
+        assert_eq!(
+            parse_timestamp("2019-06-20T17:10:28+02:00"),
+            Some(utc(15, 10, 28))
+        );
+        assert_eq!(
+            parse_timestamp("2019-06-20T17:10:28Z"),
+            Some(utc(17, 10, 28))
+        );
+        assert_eq!(
+            parse_timestamp("2019-06-20 17:10:28"),
+            Some(utc(17, 10, 28))
+        );
+        assert_eq!(
+            parse_timestamp("2019-06-20T17:10:28"),
+            Some(utc(17, 10, 28))
+        );
+        assert_eq!(
+            parse_timestamp("2019-06-20 17:10:28+0200"),
+            Some(utc(15, 10, 28))
+        );
+        assert_eq!(
+            parse_timestamp("2019-06-20 17:10:28+02:00"),
+            Some(utc(15, 10, 28))
+        );
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(parse_timestamp("2019-13-40 17:10:28"), None);
     }
@@ -331,7 +349,12 @@ mod tests {
     #[test]
     fn strings_accept_numbers_and_refuse_empties() {
         assert_eq!(required_string(Some(Scalar::Int(12)), "id").unwrap(), "12");
-        assert!(required_string(s("  "), "id").unwrap_err().reason().contains("empty"));
+        assert!(
+            required_string(s("  "), "id")
+                .unwrap_err()
+                .reason()
+                .contains("empty")
+        );
         assert_eq!(optional_string(s(""), "id").unwrap(), None);
     }
 }

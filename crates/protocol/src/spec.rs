@@ -82,7 +82,9 @@ impl Spec {
                     problems.push(format!("{path}.{name}: required field is missing"));
                 }
                 None | Some(Value::Null) => {}
-                Some(v) => self.check_value(&format!("{path}.{name}"), &field.field_type, v, problems),
+                Some(v) => {
+                    self.check_value(&format!("{path}.{name}"), &field.field_type, v, problems)
+                }
             }
         }
         for key in object.keys() {
@@ -213,8 +215,8 @@ mod tests {
             let params = serde_json::json!({ "snapshot": snapshot });
             assert!(spec.check_params(method, &params).is_empty());
             let raw = serde_json::value::RawValue::from_string(params.to_string()).unwrap();
-            let parsed = crate::inventory::parse_stock_snapshot(&raw, scope, &Limits::default())
-                .unwrap();
+            let parsed =
+                crate::inventory::parse_stock_snapshot(&raw, scope, &Limits::default()).unwrap();
             assert_eq!(parsed.stock[0].quantity, 4);
         }
     }
@@ -222,7 +224,11 @@ mod tests {
     #[test]
     fn the_snapshot_modes_are_those_of_the_specification() {
         let modes = &spec().enums["magento.inventory.snapshot_mode"];
-        for mode in [SnapshotMode::Full, SnapshotMode::NonZero, SnapshotMode::Delta] {
+        for mode in [
+            SnapshotMode::Full,
+            SnapshotMode::NonZero,
+            SnapshotMode::Delta,
+        ] {
             assert!(modes.iter().any(|m| m == mode.as_str()), "{mode:?}");
         }
     }
