@@ -1,0 +1,186 @@
+//! Configuration shared by every worker: flags, each with an environment variable and a
+//! default that works on a developer machine.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Settings of the runtime. Module settings live in each module's own `Args`.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeConfig {
+    /// PostgreSQL connection URL of the commerce database (`sslmode` is honoured).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/omsc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// RabbitMQ connection URL (`amqp://` or `amqps://`; `?heartbeat=N` is honoured).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of every exchange and queue name, so several environments can share a broker.
+    #[arg(long, env = "OMSC_PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (port 0: any free port).
+    #[arg(long, env = "OMSC_HTTP_ADDR", default_value = "0.0.0.0:9464")]
+    pub http_addr: SocketAddr,
+
+    /// Connections in the PostgreSQL pool of this process.
+    #[arg(long, env = "OMSC_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: usize,
+
+    /// Declare exchanges and queues at start (idempotent). Turn off for brokers whose
+    /// topology is managed from deploy/rabbitmq/definitions.json.
+    #[arg(long, env = "OMSC_DECLARE_TOPOLOGY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub declare_topology: bool,
+
+    /// Queue type to declare. Quorum queues replicate and never lose a confirmed message;
+    /// classic queues are for brokers without quorum support.
+    #[arg(long, env = "OMSC_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+
+    /// Apply database migrations at start (every worker may; they take a lock).
+    #[arg(long, env = "OMSC_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
+    #[command(flatten)]
+    pub consume: ConsumeConfig,
+
+    /// Log format.
+    #[arg(long, env = "OMSC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the consume loop batches, retries and bounds what it holds.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeConfig {
+    /// Most deliveries held unacknowledged at once (the AMQP prefetch), for small messages.
+    #[arg(long, env = "OMSC_PREFETCH", default_value_t = 1000)]
+    pub prefetch: u16,
+
+    /// Bytes of message bodies the worker aims to hold at once; the prefetch shrinks when
+    /// messages are large (a 10,000-SKU snapshot is about half a megabyte).
+    #[arg(long, env = "OMSC_INFLIGHT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub inflight_bytes: usize,
+
+    /// Most messages applied in one database transaction.
+    #[arg(long, env = "OMSC_BATCH_MESSAGES", default_value_t = 500)]
+    pub batch_messages: usize,
+
+    /// Most rows (SKUs, lines) applied in one database transaction.
+    #[arg(long, env = "OMSC_BATCH_ROWS", default_value_t = 20_000)]
+    pub batch_rows: usize,
+
+    /// How long a batch may wait for more messages while another batch is being applied.
+    #[arg(long, env = "OMSC_BATCH_LINGER_MS", default_value_t = 2)]
+    pub batch_linger_ms: u64,
+
+    /// Batches applied at the same time (each in its own transaction); acknowledgements
+    /// still leave in delivery order.
+    #[arg(long, env = "OMSC_APPLY_CONCURRENCY", default_value_t = 2)]
+    pub apply_concurrency: usize,
+
+    /// Deliveries of a message that failed in a way that may pass (an order not there yet)
+    /// before it is dead-lettered.
+    #[arg(long, env = "OMSC_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+
+    /// Largest message body accepted; larger ones are dead-lettered unread.
+    #[arg(long, env = "OMSC_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// On SIGTERM, how long to wait for the batches in hand to commit and be acknowledged.
+    #[arg(long, env = "OMSC_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+}
+
+impl ConsumeConfig {
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    pub fn limits(&self) -> protocol::Limits {
+        protocol::Limits {
+            max_body_bytes: self.max_message_bytes,
+            ..protocol::Limits::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Hides the password of a connection URL, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{}", redact_query(tail))
+            } else {
+                format!("{scheme}://{user}@{host}{}", redact_query(tail))
+            }
+        }
+        None => format!("{scheme}://{authority}{}", redact_query(tail)),
+    }
+}
+
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_passwords_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@db/omsc?sslmode=require&password=hunter2"),
+            "postgres://postgres@db/omsc?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("postgres://db/omsc"), "postgres://db/omsc");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

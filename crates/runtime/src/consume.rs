@@ -1,0 +1,439 @@
+//! The consume loop of a module: one broker session after another until shutdown.
+//!
+//! Within a session, deliveries are read and parsed as they arrive and gathered into a batch;
+//! a batch is handed to a task as soon as a slot is free (at once when nothing else is being
+//! applied, so a quiet queue gets low latency; after a short linger or when full otherwise, so
+//! a busy one gets large batches). Up to `apply_concurrency` batches are applied at once, each
+//! in its own transaction. Acknowledgements leave in delivery order, one multiple-ack per
+//! batch, and only after the batch's transaction committed and its retries and dead letters
+//! were confirmed by the broker.
+//!
+//! When the gathering batch is full and every slot is busy, the loop stops reading: the
+//! broker holds the rest (the prefetch bounds what is in flight). A database outage therefore
+//! stops intake without losing or acknowledging anything. A broker failure ends the session;
+//! the next one reconnects, re-declares and re-subscribes, and the broker redelivers what was
+//! not acknowledged.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use chrono::Utc;
+use futures::StreamExt as _;
+use futures::stream::{BoxStream, FuturesOrdered};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::amqp::{self, Publisher};
+use crate::backoff::Backoff;
+use crate::batch::{BatchAbort, BatchContext, BatchDone};
+use crate::handler::Handler;
+use crate::incoming::Incoming;
+use crate::prefetch::PrefetchGovernor;
+use crate::topology::QueueSpec;
+
+/// A session that lasted this long resets the reconnection backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Runs a module's consumer until `shutdown`. Never returns early: every failure is logged,
+/// counted and followed by a reconnection.
+pub async fn run<H: Handler>(
+    shared: Shared,
+    spec: QueueSpec,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    let module = handler.module();
+    shared.health.register(module);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    while !shutdown.is_cancelled() {
+        let started = Instant::now();
+        let session = Session::new(shared.clone(), spec, handler.clone());
+        let result = session.run(&shutdown).await;
+        shared.metrics.ready.with_label_values(&[module]).set(0);
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                if started.elapsed() > HEALTHY_SESSION {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                let reason = format!("{e:#}");
+                tracing::warn!(module, error = %reason, ?delay, "broker session ended; reconnecting");
+                shared
+                    .health
+                    .set(module, false, format!("reconnecting: {reason}"));
+                shared
+                    .metrics
+                    .reconnects
+                    .with_label_values(&[module, "broker"])
+                    .inc();
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    shared.health.set(module, false, "stopped");
+    tracing::info!(module, "consumer stopped");
+}
+
+enum Event {
+    Delivery(Box<lapin::Result<lapin::message::Delivery>>),
+    /// The consumer with this tag will deliver nothing more.
+    Ended(String),
+}
+
+type Pending<M> = JoinHandle<Result<BatchDone<M>, BatchAbort>>;
+
+struct Session<H: Handler> {
+    shared: Shared,
+    spec: QueueSpec,
+    handler: Arc<H>,
+    module: &'static str,
+}
+
+struct Gathering<M> {
+    messages: Vec<Incoming<M>>,
+    rows: usize,
+    first_at: Option<Instant>,
+}
+
+impl<M> Gathering<M> {
+    fn new() -> Self {
+        Self {
+            messages: Vec::new(),
+            rows: 0,
+            first_at: None,
+        }
+    }
+
+    fn take(&mut self) -> Vec<Incoming<M>> {
+        self.rows = 0;
+        self.first_at = None;
+        std::mem::take(&mut self.messages)
+    }
+}
+
+impl<H: Handler> Session<H> {
+    fn new(shared: Shared, spec: QueueSpec, handler: Arc<H>) -> Self {
+        let module = handler.module();
+        Self {
+            shared,
+            spec,
+            handler,
+            module,
+        }
+    }
+
+    async fn run(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let config = &self.shared.config;
+        let connection = amqp::connect(&config.amqp_url, &self.connection_name())
+            .await
+            .context("connecting to the broker")?;
+        let result = self.consume(&connection, shutdown).await;
+        // Closing returns every unacknowledged delivery to the queue at once.
+        if connection.status().connected() {
+            let _ = connection.close(200, "omsc session ends".into()).await;
+        }
+        result
+    }
+
+    async fn consume(
+        &self,
+        connection: &Connection,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let config = &self.shared.config;
+        let topology = &self.shared.topology;
+        if config.declare_topology {
+            let setup = connection.create_channel().await?;
+            topology
+                .declare(&setup, &self.spec)
+                .await
+                .context("declaring the topology")?;
+            let _ = setup.close(200, "declared".into()).await;
+        }
+        let publisher = Publisher::open(connection).await?;
+        let channel = connection.create_channel().await?;
+        let queue = topology.queue(&self.spec);
+
+        let cancel = CancellationToken::new();
+        let _cancel_batches_on_exit = cancel.clone().drop_guard();
+        let context = Arc::new(BatchContext {
+            shared: self.shared.clone(),
+            handler: self.handler.clone(),
+            spec: self.spec,
+            publisher,
+            cancel: cancel.clone(),
+        });
+
+        let consume = &config.consume;
+        let limits = consume.limits();
+        let mut governor = PrefetchGovernor::new(consume.prefetch, consume.inflight_bytes);
+        let mut consumers: VecDeque<BoxStream<'static, Event>> = VecDeque::new();
+        let mut tag_seq = 0u32;
+        let mut current_tag = self
+            .subscribe(
+                &channel,
+                &queue,
+                governor.current(),
+                &mut consumers,
+                &mut tag_seq,
+            )
+            .await?;
+        self.shared.health.set(self.module, true, "consuming");
+        self.shared
+            .metrics
+            .ready
+            .with_label_values(&[self.module])
+            .set(1);
+        tracing::info!(module = self.module, %queue, "consuming");
+
+        let mut gathering = Gathering::new();
+        let mut in_flight: FuturesOrdered<Pending<H::Message>> = FuturesOrdered::new();
+        let mut stopping: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+
+        loop {
+            self.shared.health.beat(self.module);
+            let slot_free = in_flight.len() < consume.apply_concurrency.max(1);
+            let full = gathering.messages.len() >= consume.batch_messages.max(1)
+                || gathering.rows >= consume.batch_rows.max(1);
+            let lingered = gathering
+                .first_at
+                .is_some_and(|t| t.elapsed() >= consume.batch_linger());
+            if !gathering.messages.is_empty()
+                && slot_free
+                && (in_flight.is_empty() || full || lingered || stopping.is_some())
+            {
+                let batch = gathering.take();
+                let context = context.clone();
+                in_flight.push_back(tokio::spawn(context.run(batch)));
+                continue;
+            }
+            if let Some(since) = stopping {
+                if in_flight.is_empty() {
+                    tracing::info!(module = self.module, took = ?since.elapsed(), "drained");
+                    return Ok(());
+                }
+                if since.elapsed() > consume.drain_timeout() {
+                    tracing::warn!(
+                        module = self.module,
+                        batches = in_flight.len(),
+                        "drain timed out; unacknowledged messages return to the queue"
+                    );
+                    return Ok(());
+                }
+            }
+            let can_read = stopping.is_none() && !full;
+            let linger_deadline = gathering
+                .first_at
+                .filter(|_| slot_free)
+                .map(|t| tokio::time::Instant::from_std(t + consume.batch_linger()));
+
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if stopping.is_none() => {
+                    tracing::info!(module = self.module, "stopping: finishing the batches in hand");
+                    stopping = Some(Instant::now());
+                    self.shared.health.set(self.module, false, "draining");
+                    // Nothing new is read from here on; deliveries already buffered go back
+                    // to the queue when the channel closes.
+                    let _ = channel
+                        .basic_cancel(ShortString::from(current_tag.as_str()), BasicCancelOptions::default())
+                        .await;
+                }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let done = done.map_err(|e| anyhow!("a batch task failed: {e}"))?;
+                    match done {
+                        Ok(done) => self.acknowledge(done).await?,
+                        Err(BatchAbort::Cancelled) => return Err(anyhow!("batch cancelled")),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                event = next_event(&mut consumers), if can_read => match event {
+                    Some(Event::Delivery(delivery)) => {
+                        let delivery = (*delivery).context("the consumer failed")?;
+                        if let Some(prefetch) = governor.observe(delivery.data.len()) {
+                            current_tag = self
+                                .resubscribe(&channel, &queue, prefetch, &current_tag, &mut consumers, &mut tag_seq)
+                                .await?;
+                        }
+                        let incoming = Incoming::read(self.handler.as_ref(), delivery, &limits);
+                        gathering.rows += match &incoming.parsed {
+                            Ok(message) => self.handler.weight(message).max(1),
+                            Err(_) => 1,
+                        };
+                        gathering.first_at.get_or_insert(incoming.received_at);
+                        gathering.messages.push(incoming);
+                    }
+                    Some(Event::Ended(tag)) if tag == current_tag => {
+                        return Err(anyhow!("the broker cancelled the consumer of {queue} (was the queue deleted?)"));
+                    }
+                    Some(Event::Ended(_)) => {}
+                    None => return Err(anyhow!("no consumer left on {queue}")),
+                },
+                () = sleep_until(linger_deadline), if linger_deadline.is_some() => {}
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    async fn acknowledge(&self, done: BatchDone<H::Message>) -> anyhow::Result<()> {
+        let Some(last) = done.messages.last() else {
+            return Ok(());
+        };
+        last.acker
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .context("acknowledging a batch")?;
+        let metrics = &self.shared.metrics;
+        let now = Utc::now();
+        for (message, outcome) in done.messages.iter().zip(&done.outcomes) {
+            metrics
+                .messages
+                .with_label_values(&[self.module, message.endpoint, outcome.label()])
+                .inc();
+            metrics
+                .message_duration
+                .with_label_values(&[self.module, message.endpoint])
+                .observe(message.received_at.elapsed().as_secs_f64());
+            if let Ok(parsed) = &message.parsed
+                && let Some(produced) = self.handler.produced_at(parsed)
+            {
+                let lag = (now - produced).num_milliseconds() as f64 / 1000.0;
+                metrics
+                    .source_lag
+                    .with_label_values(&[message.endpoint])
+                    .set(lag);
+            }
+            match outcome {
+                crate::handler::Outcome::Reject(reason) => tracing::warn!(
+                    module = self.module,
+                    endpoint = message.endpoint,
+                    reason = %reason,
+                    "dead-lettered"
+                ),
+                crate::handler::Outcome::Retry(reason) => tracing::info!(
+                    module = self.module,
+                    endpoint = message.endpoint,
+                    attempt = message.attempt + 1,
+                    reason = %reason,
+                    "will retry"
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        prefetch: u16,
+        consumers: &mut VecDeque<BoxStream<'static, Event>>,
+        seq: &mut u32,
+    ) -> anyhow::Result<String> {
+        *seq += 1;
+        let tag = format!("{}-{}", self.connection_name(), seq);
+        // A per-consumer prefetch applies to consumers created after it is set.
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await
+            .context("setting the prefetch")?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(queue),
+                ShortString::from(tag.as_str()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("subscribing to {queue}"))?;
+        let end_tag = tag.clone();
+        consumers.push_back(
+            consumer
+                .map(|d| Event::Delivery(Box::new(d)))
+                .chain(futures::stream::once(async move { Event::Ended(end_tag) }))
+                .boxed(),
+        );
+        self.shared
+            .metrics
+            .prefetch
+            .with_label_values(&[self.module])
+            .set(i64::from(prefetch));
+        Ok(tag)
+    }
+
+    /// Replaces the consumer by one with another prefetch. The old consumer is cancelled first
+    /// and read to its end before the new one, so deliveries keep their order and a
+    /// multiple-ack never covers a delivery that is not applied yet.
+    async fn resubscribe(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        prefetch: u16,
+        old_tag: &str,
+        consumers: &mut VecDeque<BoxStream<'static, Event>>,
+        seq: &mut u32,
+    ) -> anyhow::Result<String> {
+        tracing::debug!(module = self.module, prefetch, "changing the prefetch");
+        channel
+            .basic_cancel(ShortString::from(old_tag), BasicCancelOptions::default())
+            .await
+            .context("cancelling the consumer to change the prefetch")?;
+        self.subscribe(channel, queue, prefetch, consumers, seq)
+            .await
+    }
+
+    fn connection_name(&self) -> String {
+        format!(
+            "omsc-{}@{}-{}",
+            self.module,
+            host_name(),
+            std::process::id()
+        )
+    }
+}
+
+/// The next event of the oldest consumer that still has any.
+async fn next_event(consumers: &mut VecDeque<BoxStream<'static, Event>>) -> Option<Event> {
+    loop {
+        let front = consumers.front_mut()?;
+        match front.next().await {
+            Some(event) => {
+                if matches!(event, Event::Ended(_)) {
+                    consumers.pop_front();
+                }
+                return Some(event);
+            }
+            None => {
+                consumers.pop_front();
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,201 @@
+//! PostgreSQL: the connection pool, migrations, and the one place where database errors are
+//! classified into what the consume loop should do about them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::config::redact_url;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations");
+}
+
+/// What a database error means for the message being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The database cannot be reached or is going away: hold the batch, wait, reconnect.
+    /// Nothing is acknowledged and nothing is dead-lettered.
+    Unavailable,
+    /// Lost a race (deadlock, serialization failure, lock timeout): apply the batch again.
+    Transient,
+    /// The statement itself failed for these messages: isolate the culprit, retry it later
+    /// through the retry queue, dead-letter it if it keeps failing.
+    Statement,
+}
+
+pub fn classify(error: &tokio_postgres::Error) -> DbFailure {
+    if error.is_closed() {
+        return DbFailure::Unavailable;
+    }
+    let Some(code) = error.code() else {
+        // No SQLSTATE: an I/O or protocol error on the connection.
+        return DbFailure::Unavailable;
+    };
+    if *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+    {
+        return DbFailure::Transient;
+    }
+    let class = &code.code()[..2];
+    let unavailable = matches!(class, "08" | "53" | "57" | "58")
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT;
+    if unavailable {
+        DbFailure::Unavailable
+    } else {
+        DbFailure::Statement
+    }
+}
+
+pub fn classify_pool(error: &PoolError) -> DbFailure {
+    match error {
+        PoolError::Backend(e) => classify(e),
+        _ => DbFailure::Unavailable,
+    }
+}
+
+/// Parses the database URL and adds what every connector session needs: its name, the
+/// `omsc.actor` mark that the ownership triggers check, and quick detection of dead peers.
+pub fn pg_config(
+    database_url: &str,
+    application_name: &str,
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = database_url.parse().with_context(|| {
+        format!(
+            "DATABASE_URL is not a valid PostgreSQL URL: {}",
+            redact_url(database_url)
+        )
+    })?;
+    config.application_name(application_name);
+    let mut options = config.get_options().unwrap_or("").to_owned();
+    if !options.is_empty() {
+        options.push(' ');
+    }
+    // Set at connection start-up, so marking a transaction costs no round trip.
+    options.push_str("-c omsc.actor=connector -c idle_in_transaction_session_timeout=60000");
+    config.options(&options);
+    config.connect_timeout(Duration::from_secs(5));
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(20));
+    config.keepalives_interval(Duration::from_secs(5));
+    config.keepalives_retries(3);
+    Ok(config)
+}
+
+pub fn pool(database_url: &str, application_name: &str, size: usize) -> anyhow::Result<Pool> {
+    let config = pg_config(database_url, application_name)?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .context("building the PostgreSQL pool")
+}
+
+/// Opens one connection outside the pool, for migrations and tools.
+pub async fn connect(
+    database_url: &str,
+    application_name: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let config = pg_config(database_url, application_name)?;
+    connect_with(&config)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(database_url)))
+}
+
+async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the database if it does not exist, then applies pending migrations under an
+/// advisory lock, so that replicas starting together migrate once.
+pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
+    ensure_database(database_url).await?;
+    let mut client = connect(database_url, "omsc-migrate").await?;
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended('omsc.migrations', 0))",
+            &[],
+        )
+        .await
+        .context("taking the migration lock")?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .context("applying migrations");
+    client
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended('omsc.migrations', 0))",
+            &[],
+        )
+        .await
+        .context("releasing the migration lock")?;
+    Ok(report?
+        .applied_migrations()
+        .iter()
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect())
+}
+
+/// The migrations this build carries, `V<version>__<name>`.
+pub fn known_migrations() -> Vec<String> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect()
+}
+
+async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
+    let config = pg_config(database_url, "omsc-migrate")?;
+    match connect_with(&config).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("connecting to {}", redact_url(database_url)));
+        }
+    }
+    let name = config
+        .get_dbname()
+        .context("DATABASE_URL names no database")?
+        .to_owned();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let client = connect_with(&admin)
+        .await
+        .context("connecting to the postgres database to create the commerce database")?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating database {name}")),
+    }
+}

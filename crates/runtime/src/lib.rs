@@ -1,0 +1,220 @@
+//! What every worker shares: configuration, telemetry, the operations HTTP server, the
+//! PostgreSQL pool and migrations, the broker topology, the batching consume loop, shutdown.
+//!
+//! A binary builds a [`Runtime`], lets each module add its consumer and background tasks,
+//! and runs it until a shutdown signal:
+//!
+//! ```ignore
+//! let mut runtime = Runtime::build(config).await?;
+//! inventory::install(&mut runtime, &inventory_config)?;
+//! runtime.run_until(runtime::shutdown_signal()).await
+//! ```
+
+pub mod amqp;
+pub mod backoff;
+mod batch;
+pub mod config;
+pub mod consume;
+pub mod db;
+pub mod handler;
+pub mod health;
+pub mod http;
+pub mod incoming;
+pub mod metrics;
+mod prefetch;
+pub mod telemetry;
+pub mod topology;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::RuntimeConfig;
+pub use handler::{ApplyError, Handler, Outcome};
+pub use topology::{QueueSpec, Topology};
+
+use crate::backoff::Backoff;
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// What the consumers and tasks of a process share. Cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<RuntimeConfig>,
+    pub pool: Pool,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub topology: Topology,
+    pub registry: Registry,
+}
+
+type Starter = Box<dyn FnOnce(Shared, CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// A process's worth of modules, built but not yet running.
+pub struct Runtime {
+    shared: Shared,
+    listener: TcpListener,
+    starters: Vec<(String, Starter)>,
+    consumed: Vec<&'static str>,
+}
+
+impl Runtime {
+    /// Binds the HTTP port and builds the pool and metrics. Connects to nothing yet: a
+    /// worker starts, and reports itself not ready, while the broker or database is down.
+    pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).context("registering metrics")?;
+        let pool = db::pool(&config.database_url, "omsc", config.db_pool_size)?;
+        let listener = http::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
+        let topology = Topology::new(&config.prefix, config.queue_type);
+        Ok(Self {
+            shared: Shared {
+                config: Arc::new(config),
+                pool,
+                metrics,
+                health: Health::default(),
+                topology,
+                registry,
+            },
+            listener,
+            starters: Vec::new(),
+            consumed: Vec::new(),
+        })
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The address the HTTP server listens on (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Every method consumed by the modules installed so far, derived from their handlers.
+    pub fn consumed_methods(&self) -> &[&'static str] {
+        &self.consumed
+    }
+
+    /// Adds a module's consumer of `spec`'s queue.
+    pub fn add_consumer<H: Handler>(&mut self, spec: QueueSpec, handler: H) {
+        self.consumed.extend_from_slice(handler.methods());
+        let handler = Arc::new(handler);
+        self.starters.push((
+            format!("{} consumer", handler.module()),
+            Box::new(move |shared, shutdown| {
+                Box::pin(consume::run(shared, spec, handler, shutdown))
+            }),
+        ));
+    }
+
+    /// Adds a background task; it must return soon after `shutdown` is cancelled.
+    pub fn add_task<F, Fut>(&mut self, name: &str, task: F)
+    where
+        F: FnOnce(Shared, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.starters.push((
+            name.to_owned(),
+            Box::new(move |shared, shutdown| Box::pin(task(shared, shutdown))),
+        ));
+    }
+
+    /// Serves HTTP, migrates (waiting for the database if needed), starts every consumer and
+    /// task, and runs until `shutdown` completes; then stops consuming, drains and returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let http_stop = CancellationToken::new();
+        let router = http::router(self.shared.registry.clone(), self.shared.health.clone());
+        let http = tokio::spawn(http::serve(self.listener, router, http_stop.clone()));
+        let tracker = TaskTracker::new();
+        let shared = self.shared.clone();
+        let starters = self.starters;
+        let start = {
+            let token = token.clone();
+            let tracker = tracker.clone();
+            async move {
+                if shared.config.migrate {
+                    migrate_when_available(&shared.config.database_url, &token).await;
+                }
+                if token.is_cancelled() {
+                    return;
+                }
+                for (name, starter) in starters {
+                    tracing::debug!(task = %name, "starting");
+                    tracker.spawn(starter(shared.clone(), token.clone()));
+                }
+            }
+        };
+        let starting = tokio::spawn(start);
+        shutdown.await;
+        tracing::info!("shutdown requested");
+        token.cancel();
+        let _ = starting.await;
+        tracker.close();
+        let drain = self.shared.config.consume.drain_timeout() + Duration::from_secs(2);
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!("tasks did not stop within {drain:?}");
+        }
+        http_stop.cancel();
+        let _ = http.await;
+        Ok(())
+    }
+}
+
+async fn migrate_when_available(database_url: &str, token: &CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match db::migrate(database_url).await {
+            Ok(applied) => {
+                for name in applied {
+                    tracing::info!(migration = %name, "applied migration");
+                }
+                return;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %format!("{e:#}"), ?delay, "cannot migrate the database yet; retrying");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

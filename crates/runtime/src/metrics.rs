@@ -1,0 +1,112 @@
+//! Prometheus metrics of the runtime, registered on a `Registry` passed in so that each test
+//! (and each process) has its own. Label values come from closed sets: module names, the
+//! methods a module consumes, outcomes; never SKUs or order ids.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
+};
+
+/// Seconds from receiving a message to acknowledging it. The buckets resolve the
+/// sub-millisecond to 10 ms range where a healthy batched worker lives, and the seconds
+/// where a backlog or an outage pushes it.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Messages per applied batch.
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `omsc_messages_total{module,endpoint,outcome}`: applied, stale, ignored, retried, dead.
+    pub messages: IntCounterVec,
+    /// `omsc_message_duration_seconds{module,endpoint}`.
+    pub message_duration: HistogramVec,
+    /// `omsc_source_lag_seconds{endpoint}`: now − the message's own timestamp, for the last
+    /// message of the endpoint.
+    pub source_lag: prometheus::GaugeVec,
+    /// `omsc_batch_messages{module}`.
+    pub batch_messages: HistogramVec,
+    /// `omsc_batch_apply_seconds{module}`: one transaction, from begin to commit.
+    pub batch_apply: HistogramVec,
+    /// `omsc_reconnects_total{module,target}`: target is `broker` or `database`.
+    pub reconnects: IntCounterVec,
+    /// `omsc_consumer_prefetch{module}`: the prefetch currently in force.
+    pub prefetch: IntGaugeVec,
+    /// `omsc_ready{module}`: 1 while consuming.
+    pub ready: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            messages: IntCounterVec::new(
+                Opts::new("omsc_messages_total", "Messages handled, by outcome"),
+                &["module", "endpoint", "outcome"],
+            )?,
+            message_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "omsc_message_duration_seconds",
+                    "Time from receiving a message to acknowledging it",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["module", "endpoint"],
+            )?,
+            source_lag: prometheus::GaugeVec::new(
+                Opts::new(
+                    "omsc_source_lag_seconds",
+                    "Now minus the timestamp the OMS put in the last message of the endpoint",
+                ),
+                &["endpoint"],
+            )?,
+            batch_messages: HistogramVec::new(
+                HistogramOpts::new("omsc_batch_messages", "Messages per applied batch")
+                    .buckets(BATCH_SIZE_BUCKETS.to_vec()),
+                &["module"],
+            )?,
+            batch_apply: HistogramVec::new(
+                HistogramOpts::new(
+                    "omsc_batch_apply_seconds",
+                    "Time to apply and commit one batch",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["module"],
+            )?,
+            reconnects: IntCounterVec::new(
+                Opts::new(
+                    "omsc_reconnects_total",
+                    "Connections lost and re-established, by target",
+                ),
+                &["module", "target"],
+            )?,
+            prefetch: IntGaugeVec::new(
+                Opts::new(
+                    "omsc_consumer_prefetch",
+                    "Prefetch of the module's consumer",
+                ),
+                &["module"],
+            )?,
+            ready: IntGaugeVec::new(
+                Opts::new(
+                    "omsc_ready",
+                    "1 while the module is connected and consuming",
+                ),
+                &["module"],
+            )?,
+        };
+        let collectors: [Box<dyn Collector>; 8] = [
+            Box::new(metrics.messages.clone()),
+            Box::new(metrics.message_duration.clone()),
+            Box::new(metrics.source_lag.clone()),
+            Box::new(metrics.batch_messages.clone()),
+            Box::new(metrics.batch_apply.clone()),
+            Box::new(metrics.reconnects.clone()),
+            Box::new(metrics.prefetch.clone()),
+            Box::new(metrics.ready.clone()),
+        ];
+        for c in collectors {
+            registry.register(c)?;
+        }
+        Ok(metrics)
+    }
+}
