@@ -1,0 +1,66 @@
+//! The inventory module: OMS stock snapshots (per aggregate and per source) through the stock
+//! filter, and the sources themselves, into the commerce database.
+
+mod handler;
+mod settler;
+mod sources;
+
+use std::time::Duration;
+
+use clap::Args;
+use prometheus::{IntCounterVec, Opts};
+use runtime::{QueueSpec, Runtime};
+
+pub use handler::{InventoryHandler, InventoryMessage};
+
+/// The module's queue (contract).
+pub const QUEUE: QueueSpec = QueueSpec {
+    name: "connector.inventory",
+    oms_bindings: &["magento.inventory.#"],
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct InventoryConfig {
+    /// Seconds without a new chunk after which a NONZERO snapshot is complete and the SKUs it
+    /// left out are zeroed. Longer is safer for slow deliveries, shorter shows zeros sooner;
+    /// the end state is the same either way.
+    #[arg(long, env = "OMSC_NONZERO_SETTLE_SECS", default_value_t = 30.0)]
+    pub nonzero_settle_secs: f64,
+}
+
+impl InventoryConfig {
+    pub fn nonzero_settle(&self) -> Duration {
+        Duration::from_secs_f64(self.nonzero_settle_secs.max(0.0))
+    }
+}
+
+/// `omsc_stock_rows_total{outcome}`: applied, stale, zeroed.
+#[derive(Debug, Clone)]
+pub struct StockMetrics {
+    pub rows: IntCounterVec,
+}
+
+impl StockMetrics {
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let rows = IntCounterVec::new(
+            Opts::new(
+                "omsc_stock_rows_total",
+                "Stock rows by outcome: applied, stale (older than stored), zeroed (NONZERO)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(rows.clone()))?;
+        Ok(Self { rows })
+    }
+}
+
+/// Adds the inventory consumer and the NONZERO settler to a runtime.
+pub fn install(runtime: &mut Runtime, config: &InventoryConfig) -> anyhow::Result<()> {
+    let metrics = StockMetrics::register(&runtime.shared().registry)?;
+    runtime.add_consumer(QUEUE, InventoryHandler::new(metrics.clone()));
+    let settle = config.nonzero_settle();
+    runtime.add_task("inventory nonzero settler", move |shared, shutdown| {
+        settler::run(shared, settle, metrics, shutdown)
+    });
+    Ok(())
+}
