@@ -1,0 +1,113 @@
+//! omsc: the operator's command line.
+
+mod aggregates;
+mod settings;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "omsc",
+    version,
+    about = "oms-connector: the Commerce side of an OMS integration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if needed and apply pending migrations.
+    Migrate(DatabaseArgs),
+    /// Run modules in this process: `--all` (every module) or the ones named.
+    Run(RunArgs),
+    /// Stock aggregates and the websites that sell from them.
+    Aggregates {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: aggregates::Command,
+    },
+    /// Connector-wide switches.
+    Settings {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: settings::Command,
+    },
+}
+
+#[derive(Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL of the commerce database.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/omsc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Run every module.
+    #[arg(long, conflicts_with = "modules")]
+    all: bool,
+    /// Modules to run.
+    #[arg(value_enum)]
+    modules: Vec<Module>,
+    #[command(flatten)]
+    runtime: runtime::RuntimeConfig,
+    #[command(flatten)]
+    inventory: inventory::InventoryConfig,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Module {
+    Inventory,
+}
+
+const ALL_MODULES: &[Module] = &[Module::Inventory];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Migrate(db) => {
+            runtime::telemetry::init(runtime::config::LogFormat::Text);
+            let applied = runtime::db::migrate(&db.database_url).await?;
+            if applied.is_empty() {
+                println!(
+                    "database is up to date ({} migrations)",
+                    runtime::db::known_migrations().len()
+                );
+            }
+            for name in applied {
+                println!("applied {name}");
+            }
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+        Command::Aggregates { db, command } => aggregates::run(&db.database_url, command).await,
+        Command::Settings { db, command } => settings::run(&db.database_url, command).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let modules: &[Module] = if args.all || args.modules.is_empty() {
+        ALL_MODULES
+    } else {
+        &args.modules
+    };
+    runtime::telemetry::init(args.runtime.log_format);
+    let mut app = runtime::Runtime::build(args.runtime).await?;
+    for module in modules {
+        match module {
+            Module::Inventory => inventory::install(&mut app, &args.inventory)?,
+        }
+    }
+    tracing::info!(http = %app.http_addr(), methods = app.consumed_methods().len(), "oms-connector starting");
+    app.run_until(runtime::shutdown_signal()).await
+}

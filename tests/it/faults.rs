@@ -1,0 +1,226 @@
+//! Faults in mid-stream: a worker killed, the database cut off, the broker cut off or
+//! stalled, a SIGTERM. Each ends with the state of the model, nothing dead-lettered.
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use omsc::simulate::stock::{Storm, StormSpec};
+use protocol::inventory::StockScope;
+use stock_filter::Model;
+
+use crate::helpers::{AMQP_URL, INVENTORY_QUEUE, PATIENCE, TestEnv, http_get, wait_until};
+use crate::proxy::{Mode, Proxy};
+
+/// A storm big enough to take a debug build a few seconds.
+fn big_storm(seed: u64) -> Storm {
+    Storm::generate(&StormSpec {
+        seed,
+        aggregates: 3,
+        skus: 4_000,
+        exports: 24,
+        mix: (2, 1, 6),
+        chunk_size: 500,
+        delta_skus: 20,
+        start: Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
+        ..StormSpec::default()
+    })
+}
+
+async fn rows(env: &TestEnv) -> i64 {
+    env.db
+        .query_one("SELECT count(*) FROM stock_items", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_for_model(env: &TestEnv, storm: &Storm) {
+    let expected = Model::replay(StockScope::Aggregate, &storm.snapshots).rows();
+    wait_until("the table to equal the model", PATIENCE * 2, || async {
+        let pending: i64 = env
+            .db
+            .query_one("SELECT count(*) FROM stock_nonzero_pending", &[])
+            .await
+            .unwrap()
+            .get(0);
+        pending == 0 && env.stock().await == expected
+    })
+    .await;
+    assert_eq!(env.depth(INVENTORY_QUEUE).await, 0);
+    assert!(
+        env.take_dead_letters().await.is_empty(),
+        "a fault must not dead-letter anything"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_loses_nothing() {
+    let env = TestEnv::new().await;
+    let storm = big_storm(11);
+    let publisher = env.publisher().await;
+    env.publish_snapshots(&publisher, &storm.deliveries(11, true, 0.1))
+        .await;
+    let mut first = env.spawn_process(&[]);
+    wait_until("the first worker to write", PATIENCE, || async {
+        rows(&env).await > 0
+    })
+    .await;
+    first.kill().await.unwrap(); // SIGKILL: no drain, no goodbye
+    assert!(
+        env.depth(INVENTORY_QUEUE).await > 0,
+        "the kill must come in mid-stream for the test to mean anything"
+    );
+    let mut second = env.spawn_process(&[]);
+    wait_for_model(&env, &storm).await;
+    second.kill().await.unwrap();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_database_cut_off_mid_stream_holds_the_messages_until_it_is_back() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let via_proxy = env
+        .database_url
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let worker = env
+        .start_worker_with(&[&format!("--database-url={via_proxy}")])
+        .await;
+    let storm = big_storm(12);
+    let deliveries = storm.deliveries(12, true, 0.1);
+    let (before, after) = deliveries.split_at(deliveries.len() / 3);
+    let publisher = env.publisher().await;
+    env.publish_snapshots(&publisher, before).await;
+    wait_until("progress before the cut", PATIENCE, || async {
+        rows(&env).await > 0
+    })
+    .await;
+
+    proxy.set(Mode::Cut);
+    env.publish_snapshots(&publisher, after).await;
+    wait_until("the worker to notice the outage", PATIENCE, || async {
+        http_get(worker.http, "/readyz").await.0 == 503
+    })
+    .await;
+    let (_, readiness) = http_get(worker.http, "/readyz").await;
+    assert!(readiness.contains("database unavailable"), "{readiness}");
+    assert!(
+        env.depth(INVENTORY_QUEUE).await > 0,
+        "intake stops while the database is away"
+    );
+
+    proxy.set(Mode::Open);
+    wait_for_model(&env, &storm).await;
+    worker.wait_ready().await;
+    assert!(
+        worker
+            .metric("omsc_reconnects_total", &[("target", "database")])
+            .await
+            >= 1.0
+    );
+    worker.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_broker_cut_off_mid_stream_is_reconnected_and_redelivers() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
+    let worker = env
+        .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
+        .await;
+    let storm = big_storm(13);
+    let deliveries = storm.deliveries(13, true, 0.1);
+    let (before, after) = deliveries.split_at(deliveries.len() / 3);
+    let publisher = env.publisher().await;
+    env.publish_snapshots(&publisher, before).await;
+    wait_until("progress before the cut", PATIENCE, || async {
+        rows(&env).await > 0
+    })
+    .await;
+
+    proxy.set(Mode::Cut);
+    wait_until("the worker to notice", PATIENCE, || async {
+        http_get(worker.http, "/readyz").await.0 == 503
+    })
+    .await;
+    env.publish_snapshots(&publisher, after).await;
+    proxy.set(Mode::Open);
+    wait_for_model(&env, &storm).await;
+    assert!(
+        worker
+            .metric("omsc_reconnects_total", &[("target", "broker")])
+            .await
+            >= 1.0
+    );
+    worker.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_broker_connection_is_noticed_by_heartbeat_and_replaced() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let via_proxy = format!(
+        "{}?heartbeat=1",
+        AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string())
+    );
+    let worker = env
+        .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
+        .await;
+    proxy.set(Mode::Stalled);
+    wait_until("the stall to be noticed", PATIENCE, || async {
+        http_get(worker.http, "/readyz").await.0 == 503
+    })
+    .await;
+    proxy.set(Mode::Open);
+    worker.wait_ready().await;
+    let storm = Storm::generate(&StormSpec {
+        seed: 14,
+        ..StormSpec::default()
+    });
+    let publisher = env.publisher().await;
+    env.publish_snapshots(&publisher, &storm.deliveries(14, true, 0.2))
+        .await;
+    wait_for_model(&env, &storm).await;
+    worker.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_stream_finishes_the_batch_in_hand_and_exits_zero() {
+    let env = TestEnv::new().await;
+    let storm = big_storm(15);
+    let publisher = env.publisher().await;
+    env.publish_snapshots(&publisher, &storm.deliveries(15, true, 0.0))
+        .await;
+    let mut worker = env.spawn_process(&[]);
+    wait_until("the worker to write", PATIENCE, || async {
+        rows(&env).await > 0
+    })
+    .await;
+    let pid = worker.id().expect("running").to_string();
+    let signalled = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), worker.wait())
+        .await
+        .expect("the worker exits within 10 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    let took = signalled.elapsed();
+    // Whatever it did not acknowledge is back in the queue: a new worker finishes the job.
+    assert!(
+        env.depth(INVENTORY_QUEUE).await > 0,
+        "SIGTERM came in mid-stream"
+    );
+    let mut next = env.spawn_process(&[]);
+    wait_for_model(&env, &storm).await;
+    next.kill().await.unwrap();
+    eprintln!("SIGTERM to exit: {took:?}");
+    env.teardown().await;
+}

@@ -1,0 +1,445 @@
+//! Test harness: a fresh database and a fresh queue prefix per test, workers in-process or
+//! as real processes, a confirmed publisher, and waits on conditions with deadlines.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use omsc::simulate::publish::OmsPublisher;
+use omsc::simulate::stock;
+use protocol::inventory::StockSnapshot;
+use runtime::RuntimeConfig;
+use runtime::incoming::{ENDPOINT_HEADER, REASON_HEADER, header_string};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const INVENTORY_QUEUE: &str = "connector.inventory";
+
+/// How long a test waits for a condition before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Flags as a person would type them, parsed by the real CLI definitions.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    runtime: RuntimeConfig,
+    #[command(flatten)]
+    inventory: inventory::InventoryConfig,
+}
+
+/// One test's world: its own database, its own exchange and queue prefix.
+pub struct TestEnv {
+    pub db_name: String,
+    pub database_url: String,
+    pub prefix: String,
+    pub db: tokio_postgres::Client,
+    cleaned: bool,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag = format!(
+            "{epoch}_{}_{n}_{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        );
+        let db_name = format!("omsc_it_{tag}");
+        let database_url = format!("{PG_BASE}/{db_name}");
+        runtime::db::migrate(&database_url)
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432 must accept connections (make services)");
+        // A plain session, like a storefront's: it is not the connector.
+        let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self {
+            db_name,
+            database_url,
+            prefix: format!("it{tag}."),
+            db,
+            cleaned: false,
+        }
+    }
+
+    /// The flags of a worker of this environment, plus `extra` ones.
+    pub fn flags(&self, extra: &[&str]) -> (RuntimeConfig, inventory::InventoryConfig) {
+        let mut args = vec![
+            "omsc-test".to_owned(),
+            format!("--database-url={}", self.database_url),
+            format!("--amqp-url={AMQP_URL}"),
+            format!("--prefix={}", self.prefix),
+            "--http-addr=127.0.0.1:0".into(),
+            "--db-pool-size=4".into(),
+            "--nonzero-settle-secs=0.3".into(),
+            "--drain-timeout-secs=5".into(),
+        ];
+        // An extra flag replaces the default one of the same name.
+        let name = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
+        args.retain(|a| !extra.iter().any(|e| name(e) == name(a)));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let flags = Flags::try_parse_from(args).unwrap_or_else(|e| panic!("bad test flags: {e}"));
+        (flags.runtime, flags.inventory)
+    }
+
+    pub async fn start_worker(&self) -> Worker {
+        self.start_worker_with(&[]).await
+    }
+
+    /// Starts an in-process inventory worker and waits until it consumes.
+    pub async fn start_worker_with(&self, extra: &[&str]) -> Worker {
+        let (config, inventory_config) = self.flags(extra);
+        let mut app = runtime::Runtime::build(config).await.unwrap();
+        inventory::install(&mut app, &inventory_config).unwrap();
+        let http = app.http_addr();
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let handle = tokio::spawn(app.run_until(async move { stop.cancelled().await }));
+        let worker = Worker {
+            token,
+            handle,
+            http,
+        };
+        worker.wait_ready().await;
+        worker
+    }
+
+    /// Starts a real `omsc-inventory` process with this environment's settings.
+    pub fn spawn_process(&self, extra_env: &[(&str, &str)]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(binary("omsc-inventory"));
+        command
+            .env("DATABASE_URL", &self.database_url)
+            .env("AMQP_URL", AMQP_URL)
+            .env("OMSC_PREFIX", &self.prefix)
+            .env("OMSC_HTTP_ADDR", "127.0.0.1:0")
+            .env("OMSC_DB_POOL_SIZE", "4")
+            .env("OMSC_NONZERO_SETTLE_SECS", "0.3")
+            .env("OMSC_DRAIN_TIMEOUT_SECS", "5")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        command.spawn().expect("starting omsc-inventory")
+    }
+
+    pub fn queue(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// A publisher on this environment's OMS exchange. The topology is declared first (the
+    /// same declaration the workers make), so messages published before any worker runs
+    /// wait in the queue.
+    pub async fn publisher(&self) -> OmsPublisher {
+        let connection = amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        runtime::Topology::new(&self.prefix, runtime::config::QueueType::Quorum)
+            .declare(&channel, &inventory::QUEUE)
+            .await
+            .unwrap();
+        OmsPublisher::connect(AMQP_URL, &format!("{}oms.events", self.prefix))
+            .await
+            .expect("RabbitMQ at 127.0.0.1:5672 must accept connections (make services)")
+    }
+
+    /// Publishes snapshots in the given order, each with its own envelope id.
+    pub async fn publish_snapshots(&self, publisher: &OmsPublisher, snapshots: &[&StockSnapshot]) {
+        let messages = snapshots.iter().enumerate().map(|(i, s)| {
+            (
+                stock::method(s.scope),
+                stock::encode(s, &format!("msg-{i}")),
+                format!("msg-{i}"),
+            )
+        });
+        publisher.publish_all(messages, 256).await.unwrap();
+    }
+
+    /// `(scope, sku, quantity, unlimited)` of every aggregate stock row, in key order.
+    pub async fn stock(&self) -> Vec<(String, String, i64, bool)> {
+        self.db
+            .query(
+                "SELECT aggregate_id, sku, quantity, unlimited FROM stock_items ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    pub async fn source_stock(&self) -> Vec<(String, String, i64, bool)> {
+        self.db
+            .query(
+                "SELECT source_id, sku, quantity, unlimited FROM source_stock_items ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    /// One SKU's `(quantity, unlimited)`, if it has a row.
+    pub async fn sku(&self, aggregate: &str, sku: &str) -> Option<(i64, bool)> {
+        self.db
+            .query_opt(
+                "SELECT quantity, unlimited FROM stock_items WHERE aggregate_id = $1 AND sku = $2",
+                &[&aggregate, &sku],
+            )
+            .await
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)))
+    }
+
+    /// Messages ready in one of this environment's queues.
+    pub async fn depth(&self, base: &str) -> u32 {
+        let connection = amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(
+                self.queue(base).as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        queue.message_count()
+    }
+
+    /// Takes every message of the inventory dead-letter queue.
+    pub async fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        let connection = amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let queue = self.queue(&format!("{INVENTORY_QUEUE}.dead"));
+        let mut letters = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            letters.push(DeadLetter {
+                body: message.delivery.data.clone(),
+                reason: header_string(&headers, REASON_HEADER).unwrap_or_default(),
+                endpoint: header_string(&headers, ENDPOINT_HEADER).unwrap_or_default(),
+            });
+        }
+        letters
+    }
+
+    /// Waits until `n` dead letters are queued, then takes them.
+    pub async fn expect_dead_letters(&self, n: u32) -> Vec<DeadLetter> {
+        let dead = format!("{INVENTORY_QUEUE}.dead");
+        wait_until(&format!("{n} dead letters"), PATIENCE, || async {
+            self.depth(&dead).await >= n
+        })
+        .await;
+        let letters = self.take_dead_letters().await;
+        assert_eq!(letters.len() as u32, n, "dead letters: {letters:?}");
+        letters
+    }
+
+    /// Drops the database and the queues and exchanges of the prefix.
+    pub async fn teardown(mut self) {
+        cleanup(&self.db_name, &self.prefix).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A failed test still leaves nothing behind.
+        let (db_name, prefix) = (self.db_name.clone(), self.prefix.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(cleanup(&db_name, &prefix));
+        })
+        .join();
+    }
+}
+
+async fn cleanup(db_name: &str, prefix: &str) {
+    if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+        && let Ok(channel) = connection.create_channel().await
+    {
+        for base in [INVENTORY_QUEUE] {
+            let mut names = vec![format!("{prefix}{base}"), format!("{prefix}{base}.dead")];
+            for (label, _) in runtime::topology::RETRY_DELAYS {
+                names.push(format!("{prefix}{base}.retry.{label}"));
+            }
+            for name in names {
+                let _ = channel
+                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        for exchange in ["oms.events", "commerce.events"] {
+            let _ = channel
+                .exchange_delete(
+                    format!("{prefix}{exchange}").as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = connection.close(200, "test done".into()).await;
+    }
+    if let Ok((client, conn)) =
+        tokio_postgres::connect(&format!("{PG_BASE}/postgres"), tokio_postgres::NoTls).await
+    {
+        tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+            ))
+            .await;
+    }
+}
+
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub body: Vec<u8>,
+    pub reason: String,
+    pub endpoint: String,
+}
+
+/// An in-process worker.
+pub struct Worker {
+    token: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+    pub http: SocketAddr,
+}
+
+impl Worker {
+    pub async fn wait_ready(&self) {
+        wait_until("the worker to be ready", PATIENCE, || async {
+            http_get(self.http, "/readyz").await.0 == 200
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").await.1
+    }
+
+    /// The value of a counter or gauge line, e.g.
+    /// `omsc_messages_total{endpoint="…",module="inventory",outcome="dead"}`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// Stops like SIGTERM would, and waits for the worker to finish.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// Sums the samples of `name` whose labels include all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            (series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+pub async fn amqp() -> Connection {
+    Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ at 127.0.0.1:5672")
+}
+
+/// Waits until `condition` holds, checking every 25 ms; fails the test after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A binary of the workspace, built next to the test executable (`make test` builds them).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --bins; make test does)",
+        path.display()
+    );
+    path
+}

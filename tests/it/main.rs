@@ -1,0 +1,8 @@
+//! Integration tests against the real RabbitMQ and PostgreSQL: each test gets its own
+//! database and its own queue prefix, so they run in parallel without seeing each other.
+
+mod bad_input;
+mod faults;
+mod helpers;
+mod proxy;
+mod stock;
