@@ -1,0 +1,41 @@
+# oms-connector. `make help` lists the targets; CI runs the same ones (.ci/run).
+
+CARGO ?= cargo
+export RUST_BACKTRACE ?= 0
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: services
+services: ## Bring up (or install) PostgreSQL and RabbitMQ on their standard local ports
+	@scripts/services.sh
+
+.PHONY: build
+build: ## Build every binary (debug)
+	$(CARGO) build --bins
+
+.PHONY: run
+run: services ## Start the connector: migrate, then every module in the foreground
+	$(CARGO) build --release --bin omsc
+	./target/release/omsc migrate
+	./target/release/omsc run --all
+
+.PHONY: test
+test: services ## Run every test against the local PostgreSQL and RabbitMQ
+	$(CARGO) build --bins
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+.PHONY: check
+check: ## Formatting and lints (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: ci
+ci: check test ## What CI runs
