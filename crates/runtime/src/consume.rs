@@ -221,6 +221,14 @@ impl<H: Handler> Session<H> {
             if let Some(since) = stopping {
                 if in_flight.is_empty() {
                     tracing::info!(module = self.module, took = ?since.elapsed(), "drained");
+                    // Close the channels before the connection, so the broker sees an orderly
+                    // goodbye and returns the deliveries still buffered at once.
+                    let _ = channel.close(200, "drained".into()).await;
+                    let _ = context
+                        .publisher
+                        .channel()
+                        .close(200, "drained".into())
+                        .await;
                     return Ok(());
                 }
                 if since.elapsed() > consume.drain_timeout() {
