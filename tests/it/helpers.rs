@@ -23,6 +23,13 @@ use tokio_util::sync::CancellationToken;
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const INVENTORY_QUEUE: &str = "connector.inventory";
+/// Every module queue a test may have declared, for the cleanup.
+pub const MODULE_QUEUES: &[&str] = &[
+    "connector.inventory",
+    "connector.sales",
+    "connector.postsales",
+    "connector.catalog",
+];
 
 /// How long a test waits for a condition before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -49,6 +56,13 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        // The workers' logs go to the test's output, which the runner shows when a test fails.
+        let filter =
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,runtime=info,inventory=info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -104,9 +118,23 @@ impl TestEnv {
 
     /// Starts an in-process inventory worker and waits until it consumes.
     pub async fn start_worker_with(&self, extra: &[&str]) -> Worker {
-        let (config, inventory_config) = self.flags(extra);
+        let (_, inventory_config) = self.flags(extra);
+        self.start_runtime(extra, move |app| {
+            inventory::install(app, &inventory_config).unwrap()
+        })
+        .await
+    }
+
+    /// Starts an in-process runtime with whatever `install` adds to it (a module's consumer,
+    /// its relay …), and waits until every consumer consumes.
+    pub async fn start_runtime(
+        &self,
+        extra: &[&str],
+        install: impl FnOnce(&mut runtime::Runtime),
+    ) -> Worker {
+        let (config, _) = self.flags(extra);
         let mut app = runtime::Runtime::build(config).await.unwrap();
-        inventory::install(&mut app, &inventory_config).unwrap();
+        install(&mut app);
         let http = app.http_addr();
         let token = CancellationToken::new();
         let stop = token.clone();
@@ -122,7 +150,13 @@ impl TestEnv {
 
     /// Starts a real `omsc-inventory` process with this environment's settings.
     pub fn spawn_process(&self, extra_env: &[(&str, &str)]) -> tokio::process::Child {
-        let mut command = tokio::process::Command::new(binary("omsc-inventory"));
+        self.spawn_binary("omsc-inventory", extra_env)
+    }
+
+    /// Starts a real worker binary (`omsc-inventory`, `omsc`, …) with this environment's
+    /// settings in its environment.
+    pub fn spawn_binary(&self, name: &str, extra_env: &[(&str, &str)]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(binary(name));
         command
             .env("DATABASE_URL", &self.database_url)
             .env("AMQP_URL", AMQP_URL)
@@ -294,7 +328,7 @@ async fn cleanup(db_name: &str, prefix: &str) {
     if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
         && let Ok(channel) = connection.create_channel().await
     {
-        for base in [INVENTORY_QUEUE] {
+        for base in MODULE_QUEUES {
             let mut names = vec![format!("{prefix}{base}"), format!("{prefix}{base}.dead")];
             for (label, _) in runtime::topology::RETRY_DELAYS {
                 names.push(format!("{prefix}{base}.retry.{label}"));

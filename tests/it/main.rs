@@ -4,5 +4,6 @@
 mod bad_input;
 mod faults;
 mod helpers;
+mod outbox;
 mod proxy;
 mod stock;

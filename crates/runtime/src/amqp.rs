@@ -1,5 +1,7 @@
 //! Broker connections and confirmed publishing.
 
+use std::time::Duration;
+
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -9,6 +11,26 @@ use thiserror::Error;
 /// connection is noticed within two intervals.
 pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
+/// The longest a broker operation may take before the connection is considered lost. An
+/// acknowledgement or a confirm normally takes well under a millisecond; a connection that
+/// died between two heartbeats can leave an operation without an answer, and a worker must
+/// never wait on it forever.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Awaits a broker operation, turning silence into an error.
+pub async fn within<T>(
+    what: &str,
+    operation: impl std::future::Future<Output = lapin::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+        Ok(result) => result.map_err(|e| anyhow::anyhow!("{what}: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "{what}: no answer from the broker within {}s",
+            OPERATION_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum PublishError {
     /// The channel or connection failed.
@@ -17,6 +39,9 @@ pub enum PublishError {
     /// The broker refused the message (publisher confirm nack).
     #[error("the broker refused the message (nack) for {routing_key}")]
     Nacked { routing_key: String },
+    /// The broker did not confirm in time; the connection is presumed lost.
+    #[error("the broker did not confirm a message within {}s", OPERATION_TIMEOUT.as_secs())]
+    Timeout,
     /// Nothing was bound to take the message; with `mandatory` it came back.
     #[error("no queue took the message published to {exchange:?} with routing key {routing_key}")]
     Unroutable {
@@ -26,9 +51,13 @@ pub enum PublishError {
 }
 
 /// Connects with a connection name that shows up in the broker's management UI.
-pub async fn connect(url: &str, connection_name: &str) -> lapin::Result<Connection> {
+pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(&with_default_heartbeat(url), props).await
+    within(
+        "connecting",
+        Connection::connect(&with_default_heartbeat(url), props),
+    )
+    .await
 }
 
 fn with_default_heartbeat(url: &str) -> String {
@@ -68,20 +97,24 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                ShortString::from(exchange),
-                ShortString::from(routing_key),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties.with_delivery_mode(2),
-            )
-            .await?
-            .await?;
+        let publish = async {
+            self.channel
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties.with_delivery_mode(2),
+                )
+                .await?
+                .await
+        };
+        let confirm = tokio::time::timeout(OPERATION_TIMEOUT, publish)
+            .await
+            .map_err(|_| PublishError::Timeout)??;
         if confirm.is_nack() {
             return Err(PublishError::Nacked {
                 routing_key: routing_key.to_owned(),

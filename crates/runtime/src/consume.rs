@@ -140,7 +140,8 @@ impl<H: Handler> Session<H> {
         let result = self.consume(&connection, shutdown).await;
         // Closing returns every unacknowledged delivery to the queue at once.
         if connection.status().connected() {
-            let _ = connection.close(200, "omsc session ends".into()).await;
+            let closing = connection.close(200, "omsc session ends".into());
+            let _ = amqp::within("closing", closing).await;
         }
         result
     }
@@ -153,15 +154,16 @@ impl<H: Handler> Session<H> {
         let config = &self.shared.config;
         let topology = &self.shared.topology;
         if config.declare_topology {
-            let setup = connection.create_channel().await?;
-            topology
-                .declare(&setup, &self.spec)
-                .await
-                .context("declaring the topology")?;
-            let _ = setup.close(200, "declared".into()).await;
+            let setup = amqp::within("opening a channel", connection.create_channel()).await?;
+            amqp::within(
+                "declaring the topology",
+                topology.declare(&setup, &self.spec),
+            )
+            .await?;
+            let _ = amqp::within("closing", setup.close(200, "declared".into())).await;
         }
-        let publisher = Publisher::open(connection).await?;
-        let channel = connection.create_channel().await?;
+        let publisher = amqp::within("opening a channel", Publisher::open(connection)).await?;
+        let channel = amqp::within("opening a channel", connection.create_channel()).await?;
         let queue = topology.queue(&self.spec);
 
         let cancel = CancellationToken::new();
@@ -223,12 +225,9 @@ impl<H: Handler> Session<H> {
                     tracing::info!(module = self.module, took = ?since.elapsed(), "drained");
                     // Close the channels before the connection, so the broker sees an orderly
                     // goodbye and returns the deliveries still buffered at once.
-                    let _ = channel.close(200, "drained".into()).await;
-                    let _ = context
-                        .publisher
-                        .channel()
-                        .close(200, "drained".into())
-                        .await;
+                    let _ = amqp::within("closing", channel.close(200, "drained".into())).await;
+                    let publishing = context.publisher.channel();
+                    let _ = amqp::within("closing", publishing.close(200, "drained".into())).await;
                     return Ok(());
                 }
                 if since.elapsed() > consume.drain_timeout() {
@@ -254,9 +253,9 @@ impl<H: Handler> Session<H> {
                     self.shared.health.set(self.module, false, "draining");
                     // Nothing new is read from here on; deliveries already buffered go back
                     // to the queue when the channel closes.
-                    let _ = channel
-                        .basic_cancel(ShortString::from(current_tag.as_str()), BasicCancelOptions::default())
-                        .await;
+                    let tag = ShortString::from(current_tag.as_str());
+                    let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+                    let _ = amqp::within("cancelling the consumer", cancel).await;
                 }
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                     let done = done.map_err(|e| anyhow!("a batch task failed: {e}"))?;
@@ -298,10 +297,13 @@ impl<H: Handler> Session<H> {
         let Some(last) = done.messages.last() else {
             return Ok(());
         };
-        last.acker
-            .ack(BasicAckOptions { multiple: true })
-            .await
-            .context("acknowledging a batch")?;
+        // A channel that failed cannot acknowledge; say so now rather than wait on it.
+        anyhow::ensure!(
+            !last.acker.poisoned(),
+            "the consuming channel closed before the acknowledgement"
+        );
+        let ack = last.acker.ack(BasicAckOptions { multiple: true });
+        amqp::within("acknowledging a batch", ack).await?;
         let metrics = &self.shared.metrics;
         let now = Utc::now();
         for (message, outcome) in done.messages.iter().zip(&done.outcomes) {
@@ -353,17 +355,15 @@ impl<H: Handler> Session<H> {
         *seq += 1;
         let tag = format!("{}-{}", self.connection_name(), seq);
         // A per-consumer prefetch applies to consumers created after it is set.
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: false })
-            .await
-            .context("setting the prefetch")?;
-        let consumer = channel
-            .basic_consume(
-                ShortString::from(queue),
-                ShortString::from(tag.as_str()),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+        let qos = channel.basic_qos(prefetch, BasicQosOptions { global: false });
+        amqp::within("setting the prefetch", qos).await?;
+        let consume = channel.basic_consume(
+            ShortString::from(queue),
+            ShortString::from(tag.as_str()),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        );
+        let consumer = amqp::within("subscribing", consume)
             .await
             .with_context(|| format!("subscribing to {queue}"))?;
         let end_tag = tag.clone();
@@ -394,10 +394,9 @@ impl<H: Handler> Session<H> {
         seq: &mut u32,
     ) -> anyhow::Result<String> {
         tracing::debug!(module = self.module, prefetch, "changing the prefetch");
-        channel
-            .basic_cancel(ShortString::from(old_tag), BasicCancelOptions::default())
-            .await
-            .context("cancelling the consumer to change the prefetch")?;
+        let cancel =
+            channel.basic_cancel(ShortString::from(old_tag), BasicCancelOptions::default());
+        amqp::within("cancelling the consumer to change the prefetch", cancel).await?;
         self.subscribe(channel, queue, prefetch, consumers, seq)
             .await
     }

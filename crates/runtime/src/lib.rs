@@ -21,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod incoming;
 pub mod metrics;
+pub mod outbox;
 mod prefetch;
 pub mod telemetry;
 pub mod topology;
@@ -118,6 +119,15 @@ impl Runtime {
             Box::new(move |shared, shutdown| {
                 Box::pin(consume::run(shared, spec, handler, shutdown))
             }),
+        ));
+    }
+
+    /// Adds a module's outbox relay.
+    pub fn add_outbox_relay<H: outbox::OutboxHandler>(&mut self, handler: H) {
+        let handler = Arc::new(handler);
+        self.starters.push((
+            format!("{} outbox relay", handler.module()),
+            Box::new(move |shared, shutdown| Box::pin(outbox::run(shared, handler, shutdown))),
         ));
     }
 

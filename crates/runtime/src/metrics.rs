@@ -35,6 +35,10 @@ pub struct Metrics {
     pub prefetch: IntGaugeVec,
     /// `omsc_ready{module}`: 1 while consuming.
     pub ready: IntGaugeVec,
+    /// `omsc_outbox_pending{module}`: outbox rows neither sent nor failed.
+    pub outbox_pending: IntGaugeVec,
+    /// `omsc_outbox_messages_total{module,topic,outcome}`: sent, nothing, retried, failed.
+    pub outbox_messages: IntCounterVec,
 }
 
 impl Metrics {
@@ -93,8 +97,19 @@ impl Metrics {
                 ),
                 &["module"],
             )?,
+            outbox_pending: IntGaugeVec::new(
+                Opts::new("omsc_outbox_pending", "Outbox rows neither sent nor failed"),
+                &["module"],
+            )?,
+            outbox_messages: IntCounterVec::new(
+                Opts::new(
+                    "omsc_outbox_messages_total",
+                    "Outbox rows settled, by outcome: sent, nothing, retried, failed",
+                ),
+                &["module", "topic", "outcome"],
+            )?,
         };
-        let collectors: [Box<dyn Collector>; 8] = [
+        let collectors: [Box<dyn Collector>; 10] = [
             Box::new(metrics.messages.clone()),
             Box::new(metrics.message_duration.clone()),
             Box::new(metrics.source_lag.clone()),
@@ -103,6 +118,8 @@ impl Metrics {
             Box::new(metrics.reconnects.clone()),
             Box::new(metrics.prefetch.clone()),
             Box::new(metrics.ready.clone()),
+            Box::new(metrics.outbox_pending.clone()),
+            Box::new(metrics.outbox_messages.clone()),
         ];
         for c in collectors {
             registry.register(c)?;

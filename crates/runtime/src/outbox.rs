@@ -1,0 +1,490 @@
+//! The outbox relay: sends what Commerce must tell the OMS.
+//!
+//! Each module's relay claims due rows of its own (`FOR UPDATE SKIP LOCKED`, so replicas
+//! share the work), asks the module to build each message from the current rows, publishes
+//! them in order to `commerce.events` with publisher confirms, then marks them sent. A crash
+//! between publishing and marking resends the message with the same id: exported at least
+//! once, never skipped. A row waits while an older row about the same subject is pending, so
+//! a cancellation never overtakes the order it cancels. Failures retry with backoff for up to
+//! [`RETRY_WINDOW`]; then the row is marked failed, which the report shows.
+//!
+//! Publishing is mandatory: a message that no queue takes (the OMS has not bound its queue)
+//! stays in the outbox and is retried, rather than vanishing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use lapin::BasicProperties;
+use lapin::types::ShortString;
+use tokio_postgres::AsyncMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::amqp::{self, PublishError, Publisher};
+use crate::backoff::Backoff;
+use crate::db::{DbFailure, classify};
+
+/// How long a row is retried before it is marked failed.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(48 * 3600);
+/// A claimed row is taken over by another relay after this long without being settled.
+const CLAIM_FOR: Duration = Duration::from_secs(60);
+/// The safety net when no notification arrives.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Rows claimed per round.
+const ROUND: i64 = 200;
+/// Sent rows are deleted after this long.
+const KEEP_SENT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One claimed outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub topic: String,
+    pub subject: String,
+    pub version: i32,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message ready to publish to `commerce.events`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The method, which is also the routing key.
+    pub method: String,
+    /// The envelope id, also the AMQP `message_id`: stable across resends.
+    pub message_id: String,
+    pub body: Vec<u8>,
+}
+
+/// What building a row gave.
+#[derive(Debug)]
+pub enum Built {
+    Message(Outgoing),
+    /// Nothing to send any more (what the row was about is gone); the row is settled.
+    Nothing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// Not possible yet (something it needs is missing); retried with backoff.
+    #[error("{0}")]
+    NotYet(String),
+    /// The row can never become a valid message; it is marked failed with this reason.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A module's side of the relay: turning a row into a message.
+pub trait OutboxHandler: Send + Sync + 'static {
+    fn module(&self) -> &'static str;
+
+    /// Builds the message for `row` from the current state of the database.
+    fn build<'a>(
+        &'a self,
+        client: &'a deadpool_postgres::Client,
+        row: &'a OutboxRow,
+    ) -> impl Future<Output = Result<Built, BuildError>> + Send + 'a;
+}
+
+const CLAIM: &str = "
+    UPDATE outbox o
+       SET claimed_until = now() + make_interval(secs => $3::float8),
+           attempts = o.attempts + 1
+     WHERE o.id IN (
+            SELECT d.id FROM outbox d
+             WHERE d.module = $1
+               AND d.sent_at IS NULL AND d.failed_at IS NULL
+               AND d.next_attempt_at <= now()
+               AND (d.claimed_until IS NULL OR d.claimed_until < now())
+               AND NOT EXISTS (
+                    SELECT 1 FROM outbox e
+                     WHERE e.module = d.module AND e.subject = d.subject AND e.id < d.id
+                       AND e.sent_at IS NULL AND e.failed_at IS NULL)
+             ORDER BY d.id
+             LIMIT $2
+               FOR UPDATE SKIP LOCKED)
+    RETURNING o.id, o.topic, o.subject, o.version, o.attempts, o.created_at";
+
+/// Marks a row sent unless a save bumped its version meanwhile (then it goes out again).
+const SETTLE_SENT: &str = "
+    UPDATE outbox
+       SET sent_at = CASE WHEN version = $2 THEN now() END,
+           message_id = $3, claimed_until = NULL, last_error = NULL
+     WHERE id = $1";
+
+const RETRY_LATER: &str = "
+    UPDATE outbox
+       SET claimed_until = NULL,
+           last_error = $2,
+           next_attempt_at = now() + make_interval(secs => $3::float8),
+           failed_at = CASE WHEN $4 OR created_at < now() - make_interval(secs => $5::float8)
+                            THEN now() END
+     WHERE id = $1
+ RETURNING failed_at IS NOT NULL";
+
+const COUNT_PENDING: &str =
+    "SELECT count(*) FROM outbox WHERE module = $1 AND sent_at IS NULL AND failed_at IS NULL";
+
+const FORGET_SENT: &str =
+    "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::float8)";
+
+/// Runs a module's relay until `shutdown`.
+pub async fn run<H: OutboxHandler>(shared: Shared, handler: Arc<H>, shutdown: CancellationToken) {
+    let relay = Relay {
+        shared,
+        handler,
+        publisher: None,
+    };
+    relay.run(shutdown).await;
+}
+
+struct Relay<H: OutboxHandler> {
+    shared: Shared,
+    handler: Arc<H>,
+    publisher: Option<(lapin::Connection, Publisher)>,
+}
+
+enum RoundError {
+    Database(String),
+    Broker(String),
+}
+
+impl<H: OutboxHandler> Relay<H> {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let module = self.handler.module();
+        let mut wake = self.listen(&shutdown);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut rounds = 0u64;
+        loop {
+            match self.drain(&shutdown).await {
+                Ok(()) => backoff.reset(),
+                Err(RoundError::Database(e)) | Err(RoundError::Broker(e)) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(module, error = %e, ?delay, "outbox relay waits");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+            rounds += 1;
+            if rounds % 3600 == 1 {
+                self.forget_sent().await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = wake.recv() => {}
+                () = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+        if let Some((connection, publisher)) = self.publisher.take() {
+            let closing = publisher.channel().close(200, "relay stops".into());
+            let _ = amqp::within("closing", closing).await;
+            let _ = amqp::within("closing", connection.close(200, "relay stops".into())).await;
+        }
+        tracing::info!(module, "outbox relay stopped");
+    }
+
+    /// Rounds until nothing is due.
+    async fn drain(&mut self, shutdown: &CancellationToken) -> Result<(), RoundError> {
+        while !shutdown.is_cancelled() {
+            let claimed = self.round().await?;
+            if claimed < ROUND as usize {
+                break;
+            }
+        }
+        self.update_pending().await;
+        Ok(())
+    }
+
+    async fn round(&mut self) -> Result<usize, RoundError> {
+        let module = self.handler.module();
+        let client = self
+            .shared
+            .pool
+            .get()
+            .await
+            .map_err(|e| RoundError::Database(e.to_string()))?;
+        let claim = client
+            .prepare_cached(CLAIM)
+            .await
+            .map_err(|e| RoundError::Database(e.to_string()))?;
+        let rows: Vec<OutboxRow> = client
+            .query(&claim, &[&module, &ROUND, &CLAIM_FOR.as_secs_f64()])
+            .await
+            .map_err(|e| RoundError::Database(e.to_string()))?
+            .iter()
+            .map(|r| OutboxRow {
+                id: r.get(0),
+                topic: r.get(1),
+                subject: r.get(2),
+                version: r.get(3),
+                attempts: r.get(4),
+                created_at: r.get(5),
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Claimed rows are in id order; they are published in that order.
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.id);
+        let publisher = self.publisher().await;
+        let mut broker_error = None;
+        for row in &rows {
+            let outcome = match self.handler.build(&client, row).await {
+                Err(BuildError::Database(e)) if classify(&e) == DbFailure::Unavailable => {
+                    return Err(RoundError::Database(e.to_string()));
+                }
+                Err(BuildError::Database(e)) => {
+                    Settle::Retry(format!("building the message: {e}"), false)
+                }
+                Err(BuildError::NotYet(reason)) => Settle::Retry(reason, false),
+                Err(BuildError::Invalid(reason)) => Settle::Retry(reason, true),
+                Ok(Built::Nothing) => Settle::Nothing,
+                Ok(Built::Message(outgoing)) => match (&publisher, &broker_error) {
+                    (Ok(publisher), None) => match self.publish(publisher, &outgoing).await {
+                        Ok(()) => Settle::Sent(outgoing.message_id),
+                        Err(e @ PublishError::Unroutable { .. }) => {
+                            Settle::Retry(e.to_string(), false)
+                        }
+                        Err(e) => {
+                            broker_error = Some(e.to_string());
+                            Settle::Retry(format!("broker: {e}"), false)
+                        }
+                    },
+                    (Err(e), _) => Settle::Retry(format!("broker: {e}"), false),
+                    (_, Some(e)) => Settle::Retry(format!("broker: {e}"), false),
+                },
+            };
+            self.settle(&client, row, outcome).await?;
+        }
+        if let Some(e) = broker_error {
+            self.publisher = None;
+            return Err(RoundError::Broker(e));
+        }
+        if let Err(e) = publisher {
+            return Err(RoundError::Broker(e));
+        }
+        tracing::debug!(module, rows = rows.len(), "outbox round");
+        Ok(rows.len())
+    }
+
+    async fn publish(
+        &self,
+        publisher: &Publisher,
+        outgoing: &Outgoing,
+    ) -> Result<(), PublishError> {
+        let exchange = self.shared.topology.commerce_exchange();
+        publisher
+            .publish(
+                &exchange,
+                &outgoing.method,
+                &outgoing.body,
+                BasicProperties::default()
+                    .with_content_type(ShortString::from("application/json"))
+                    .with_message_id(ShortString::from(outgoing.message_id.as_str()))
+                    .with_app_id(ShortString::from("oms-connector")),
+            )
+            .await
+    }
+
+    async fn settle(
+        &self,
+        client: &deadpool_postgres::Client,
+        row: &OutboxRow,
+        settle: Settle,
+    ) -> Result<(), RoundError> {
+        let module = self.handler.module();
+        let db = |e: tokio_postgres::Error| RoundError::Database(e.to_string());
+        match settle {
+            Settle::Sent(message_id) => {
+                let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
+                client
+                    .execute(&stmt, &[&row.id, &row.version, &message_id])
+                    .await
+                    .map_err(db)?;
+                self.count(&row.topic, "sent");
+            }
+            Settle::Nothing => {
+                let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
+                client
+                    .execute(&stmt, &[&row.id, &row.version, &None::<String>])
+                    .await
+                    .map_err(db)?;
+                self.count(&row.topic, "nothing");
+            }
+            Settle::Retry(reason, permanent) => {
+                let delay = retry_delay(row.attempts);
+                let stmt = client.prepare_cached(RETRY_LATER).await.map_err(db)?;
+                let failed: bool = client
+                    .query_one(
+                        &stmt,
+                        &[
+                            &row.id,
+                            &reason,
+                            &delay.as_secs_f64(),
+                            &permanent,
+                            &RETRY_WINDOW.as_secs_f64(),
+                        ],
+                    )
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if failed {
+                    tracing::error!(module, topic = %row.topic, subject = %row.subject, %reason, "outbox row failed for good");
+                    self.count(&row.topic, "failed");
+                } else {
+                    tracing::warn!(module, topic = %row.topic, subject = %row.subject, %reason, ?delay, "outbox row will be retried");
+                    self.count(&row.topic, "retried");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, topic: &str, outcome: &str) {
+        self.shared
+            .metrics
+            .outbox_messages
+            .with_label_values(&[self.handler.module(), topic, outcome])
+            .inc();
+    }
+
+    async fn publisher(&mut self) -> Result<Publisher, String> {
+        if let Some((connection, publisher)) = &self.publisher
+            && connection.status().connected()
+        {
+            return Ok(publisher.clone());
+        }
+        let name = format!("omsc-{}-outbox", self.handler.module());
+        let connection = amqp::connect(&self.shared.config.amqp_url, &name)
+            .await
+            .map_err(|e| format!("connecting to the broker: {e:#}"))?;
+        let publisher = amqp::within("opening a channel", Publisher::open(&connection))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if self.shared.config.declare_topology {
+            let exchange = self.shared.topology.commerce_exchange();
+            let declare = publisher.channel().exchange_declare(
+                ShortString::from(exchange),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            );
+            amqp::within("declaring commerce.events", declare)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        self.publisher = Some((connection, publisher.clone()));
+        Ok(publisher)
+    }
+
+    async fn update_pending(&self) {
+        let module = self.handler.module();
+        if let Ok(client) = self.shared.pool.get().await
+            && let Ok(row) = client.query_one(COUNT_PENDING, &[&module]).await
+        {
+            self.shared
+                .metrics
+                .outbox_pending
+                .with_label_values(&[module])
+                .set(row.get(0));
+        }
+    }
+
+    async fn forget_sent(&self) {
+        if let Ok(client) = self.shared.pool.get().await {
+            let _ = client
+                .execute(FORGET_SENT, &[&KEEP_SENT.as_secs_f64()])
+                .await;
+        }
+    }
+
+    /// Notifications on `omsc_outbox` for this module; reconnects in the background.
+    fn listen(&self, shutdown: &CancellationToken) -> tokio::sync::mpsc::Receiver<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let url = self.shared.config.database_url.clone();
+        let module = self.handler.module();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            while !shutdown.is_cancelled() {
+                if let Err(e) = listen_once(&url, module, &tx, &shutdown).await {
+                    tracing::debug!(module, error = %e, "outbox listener reconnects");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        });
+        rx
+    }
+}
+
+async fn listen_once(
+    url: &str,
+    module: &str,
+    wake: &tokio::sync::mpsc::Sender<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let config = crate::db::pg_config(url, "omsc-outbox-listener")?;
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let listen = client.batch_execute("LISTEN omsc_outbox");
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            result = &mut listen, if !listening => {
+                result?;
+                listening = true;
+                let _ = wake.try_send(());
+            }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(n))) if n.payload() == module => {
+                    let _ = wake.try_send(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+enum Settle {
+    Sent(String),
+    Nothing,
+    /// Retry later with this reason; `true`: never, mark failed now.
+    Retry(String, bool),
+}
+
+/// 1 s, 2 s, 4 s … up to 10 minutes between attempts.
+fn retry_delay(attempts: i32) -> Duration {
+    let exponent = attempts.clamp(1, 11) as u32 - 1;
+    Duration::from_secs((1u64 << exponent).min(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_ten_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(4), Duration::from_secs(8));
+        assert_eq!(retry_delay(30), Duration::from_secs(600));
+    }
+}

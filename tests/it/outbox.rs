@@ -1,0 +1,311 @@
+//! The outbox relay of the runtime, with a probe module: rows in, confirmed messages out on
+//! `commerce.events`, in order per subject, coalesced, kept while no queue takes them.
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{PATIENCE, TestEnv, amqp, wait_until};
+
+struct Probe;
+
+impl OutboxHandler for Probe {
+    fn module(&self) -> &'static str {
+        "probe"
+    }
+
+    async fn build<'a>(
+        &'a self,
+        client: &'a deadpool_postgres::Client,
+        row: &'a OutboxRow,
+    ) -> Result<Built, BuildError> {
+        let Some(found) = client
+            .query_opt(
+                "SELECT payload, hold FROM outbox_probe WHERE subject = $1",
+                &[&row.subject],
+            )
+            .await?
+        else {
+            return Ok(Built::Nothing);
+        };
+        let (payload, hold): (String, bool) = (found.get(0), found.get(1));
+        if hold {
+            return Err(BuildError::NotYet(format!("{} is on hold", row.subject)));
+        }
+        Ok(Built::Message(Outgoing {
+            method: "magento.probe.echo".into(),
+            message_id: format!("{}-{}", row.subject, row.id),
+            body:
+                serde_json::json!({"subject": row.subject, "payload": payload, "topic": row.topic})
+                    .to_string()
+                    .into_bytes(),
+        }))
+    }
+}
+
+struct Relay {
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_relay(env: &TestEnv) -> Relay {
+    let (config, _) = env.flags(&[]);
+    let mut app = runtime::Runtime::build(config).await.unwrap();
+    app.add_outbox_relay(Probe);
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let handle = tokio::spawn(app.run_until(async move { stop.cancelled().await }));
+    Relay { token, handle }
+}
+
+impl Relay {
+    async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A queue bound to everything on the commerce exchange, as the OMS would bind one.
+async fn oms_inbox(env: &TestEnv) -> (lapin::Connection, lapin::Consumer) {
+    let connection = amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = format!("{}commerce.events", env.prefix);
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let queue = format!("{}oms.inbox", env.prefix);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "probe".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (connection, consumer)
+}
+
+async fn next_message(consumer: &mut lapin::Consumer) -> serde_json::Value {
+    let delivery = tokio::time::timeout(PATIENCE, consumer.next())
+        .await
+        .expect("a message from the relay")
+        .unwrap()
+        .unwrap();
+    delivery.ack(BasicAckOptions::default()).await.unwrap();
+    serde_json::from_slice(&delivery.data).unwrap()
+}
+
+async fn setup(env: &TestEnv) {
+    env.db
+        .batch_execute(
+            "CREATE TABLE outbox_probe (subject text PRIMARY KEY, payload text NOT NULL, hold boolean NOT NULL DEFAULT false)",
+        )
+        .await
+        .unwrap();
+}
+
+async fn save(env: &TestEnv, subject: &str, payload: &str, coalesce: bool) {
+    env.db
+        .execute(
+            "INSERT INTO outbox_probe (subject, payload) VALUES ($1, $2)
+             ON CONFLICT (subject) DO UPDATE SET payload = EXCLUDED.payload",
+            &[&subject, &payload],
+        )
+        .await
+        .unwrap();
+    let key = coalesce.then_some(subject);
+    env.db
+        .execute(
+            "SELECT omsc_outbox_add('probe', 'save', $1, $2)",
+            &[&subject, &key],
+        )
+        .await
+        .unwrap();
+}
+
+async fn pending(env: &TestEnv) -> i64 {
+    env.db
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE module = 'probe' AND sent_at IS NULL AND failed_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn rows_are_published_confirmed_and_marked_sent() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let (_connection, mut inbox) = oms_inbox(&env).await;
+    let relay = start_relay(&env).await;
+    save(&env, "a", "first", false).await;
+    assert_eq!(next_message(&mut inbox).await["payload"], "first");
+    save(&env, "b", "second", false).await;
+    assert_eq!(next_message(&mut inbox).await["payload"], "second");
+    wait_until("both rows sent", PATIENCE, || async {
+        pending(&env).await == 0
+    })
+    .await;
+    let ids: Vec<String> = env
+        .db
+        .query("SELECT message_id FROM outbox ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0].starts_with("a-"), "{ids:?}");
+    relay.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn many_saves_before_the_relay_runs_export_the_latest_state_once() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let (_connection, mut inbox) = oms_inbox(&env).await;
+    for payload in ["v1", "v2", "v3"] {
+        save(&env, "sku-1", payload, true).await;
+    }
+    save(&env, "marker", "end", false).await;
+    let relay = start_relay(&env).await;
+    let first = next_message(&mut inbox).await;
+    let second = next_message(&mut inbox).await;
+    assert_eq!(
+        (first["payload"].as_str(), second["payload"].as_str()),
+        (Some("v3"), Some("end"))
+    );
+    let rows: i64 = env
+        .db
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "three saves of one product made one row");
+    relay.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_message_no_queue_takes_stays_in_the_outbox_until_one_does() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let relay = start_relay(&env).await;
+    save(&env, "a", "kept", false).await;
+    wait_until("the first attempt to fail", PATIENCE, || async {
+        let row = env
+            .db
+            .query_one("SELECT attempts, coalesce(last_error, '') FROM outbox", &[])
+            .await
+            .unwrap();
+        row.get::<_, i32>(0) >= 1
+            && row
+                .get::<_, String>(1)
+                .contains("no queue took the message")
+    })
+    .await;
+    assert_eq!(pending(&env).await, 1);
+    let (_connection, mut inbox) = oms_inbox(&env).await;
+    assert_eq!(next_message(&mut inbox).await["payload"], "kept");
+    wait_until("the row sent", PATIENCE, || async {
+        pending(&env).await == 0
+    })
+    .await;
+    relay.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_row_waits_for_the_older_row_of_the_same_subject() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let (_connection, mut inbox) = oms_inbox(&env).await;
+    env.db
+        .batch_execute(
+            "INSERT INTO outbox_probe VALUES ('order-1', 'create', true), ('order-2', 'other', false);
+             SELECT omsc_outbox_add('probe', 'create', 'order-1');
+             SELECT omsc_outbox_add('probe', 'cancel', 'order-1');
+             SELECT omsc_outbox_add('probe', 'create', 'order-2');",
+        )
+        .await
+        .unwrap();
+    let relay = start_relay(&env).await;
+    // order-2 is not held up by order-1; order-1's cancel waits for its create.
+    let first = next_message(&mut inbox).await;
+    assert_eq!(first["subject"], "order-2");
+    wait_until("the create to be retried", PATIENCE, || async {
+        env.db
+            .query_one(
+                "SELECT attempts FROM outbox WHERE topic = 'create' AND subject = 'order-1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+            >= 1
+    })
+    .await;
+    let cancel_attempts: i32 = env
+        .db
+        .query_one("SELECT attempts FROM outbox WHERE topic = 'cancel'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        cancel_attempts, 0,
+        "the cancel must not be tried before the create is sent"
+    );
+    env.db
+        .execute(
+            "UPDATE outbox_probe SET hold = false WHERE subject = 'order-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (a, b) = (
+        next_message(&mut inbox).await,
+        next_message(&mut inbox).await,
+    );
+    assert_eq!(
+        (a["topic"].as_str(), b["topic"].as_str()),
+        (Some("create"), Some("cancel"))
+    );
+    relay.stop().await;
+    env.teardown().await;
+}
