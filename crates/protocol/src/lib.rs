@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod inventory;
 pub mod lenient;
+pub mod shipping;
 mod rejection;
 pub mod spec;
 
