@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod settings;
+mod simulate_cmd;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +29,11 @@ enum Command {
         db: DatabaseArgs,
         #[command(subcommand)]
         command: aggregates::Command,
+    },
+    /// Publish realistic OMS traffic (for demos and load tests) and verify the end state.
+    Simulate {
+        #[command(subcommand)]
+        command: simulate_cmd::Command,
     },
     /// Connector-wide switches.
     Settings {
@@ -92,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::Aggregates { db, command } => aggregates::run(&db.database_url, command).await,
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
+        Command::Simulate { command } => simulate_cmd::run(command).await,
     }
 }
 

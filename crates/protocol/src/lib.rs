@@ -10,8 +10,8 @@
 pub mod envelope;
 pub mod inventory;
 pub mod lenient;
-pub mod shipping;
 mod rejection;
+pub mod shipping;
 pub mod spec;
 
 pub use envelope::{Envelope, MessageId, OutgoingEnvelope};

@@ -24,8 +24,9 @@ mod sql;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
 use tokio_postgres::Error;
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 pub use model::Model;
