@@ -4,9 +4,9 @@
 //! count: many small DELTAs in flight keep the broker streaming; few large FULL chunks keep
 //! the worker's memory flat. The governor follows the largest recent message and asks for a
 //! new prefetch when the right one differs by a factor of two or more: at once when messages
-//! grow (memory), at most every half second when they shrink (throughput).
-
-use std::time::{Duration, Instant};
+//! grow (memory); when they shrink (throughput), once a whole window of small messages has
+//! been seen since the last change, so a fresh consumer ramps up after its first few
+//! deliveries and a steady one does not flap.
 
 /// Below this the pipeline (one batch gathering while others apply) starves.
 pub const MIN_PREFETCH: u16 = 4;
@@ -28,7 +28,8 @@ pub struct PrefetchGovernor {
     budget: usize,
     current: u16,
     recent_max: f64,
-    last_change: Instant,
+    /// Deliveries observed since the prefetch last changed.
+    seen_since_change: u32,
 }
 
 impl PrefetchGovernor {
@@ -39,7 +40,7 @@ impl PrefetchGovernor {
             budget: budget_bytes,
             current: INITIAL_PREFETCH.min(max),
             recent_max: 0.0,
-            last_change: Instant::now(),
+            seen_since_change: 0,
         }
     }
 
@@ -50,15 +51,16 @@ impl PrefetchGovernor {
     /// Records a received body; returns the prefetch to switch to, if a switch is due.
     pub fn observe(&mut self, body_len: usize) -> Option<u16> {
         self.recent_max = (body_len as f64).max(self.recent_max * DECAY);
+        self.seen_since_change = self.seen_since_change.saturating_add(1);
         let desired = self.desired();
         let shrink = desired.saturating_mul(2) <= self.current;
-        let settled = self.last_change.elapsed() >= Duration::from_millis(500);
+        let settled = self.seen_since_change >= u32::from(self.current);
         let grow = settled
             && (desired >= self.current.saturating_mul(2)
                 || (desired == self.max && self.current < self.max));
         if shrink || grow {
             self.current = desired;
-            self.last_change = Instant::now();
+            self.seen_since_change = 0;
             Some(desired)
         } else {
             None
@@ -79,24 +81,32 @@ mod tests {
     #[test]
     fn large_messages_shrink_the_prefetch_at_once() {
         let mut g = PrefetchGovernor::new(1000, 8 << 20);
-        g.last_change -= Duration::from_secs(1);
-        assert_eq!(g.observe(200), Some(1000));
+        for _ in 1..INITIAL_PREFETCH {
+            assert_eq!(g.observe(200), None);
+        }
+        assert_eq!(
+            g.observe(200),
+            Some(1000),
+            "a window of small messages grows it"
+        );
         assert_eq!(g.observe(450_000), Some(18));
         assert_eq!(g.current(), 18);
         assert_eq!(g.observe(450_000), None);
     }
 
     #[test]
-    fn small_messages_grow_it_again_but_not_in_a_flurry() {
+    fn small_messages_grow_it_again_once_the_large_ones_fade() {
         let mut g = PrefetchGovernor::new(1000, 8 << 20);
         // 18 fit the budget: close enough to the initial 16 to stay.
         assert_eq!(g.observe(450_000), None);
-        // Small messages need the large one to fade and half a second to pass.
+        // The large message keeps the prefetch low while its memory decays, then it grows
+        // step by step to the maximum.
+        let first_growth = (1..2000).find(|_| g.observe(200).is_some());
+        assert!(first_growth.is_some_and(|n| n > 16), "{first_growth:?}");
         for _ in 0..2000 {
             g.observe(200);
         }
-        g.last_change -= Duration::from_secs(1);
-        assert_eq!(g.observe(200), Some(1000));
+        assert_eq!(g.current(), 1000);
     }
 
     #[test]
