@@ -32,6 +32,20 @@ test: services ## Run every test against the local PostgreSQL and RabbitMQ
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
+# The profile the benchmark binaries are built with (CI smoke runs use dev).
+PROFILE ?= release
+BIN_DIR = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+
+.PHONY: bench
+bench: services ## Measure the connector against the machine's ceilings; writes docs/benchmarks.md
+	$(CARGO) build --profile $(PROFILE) --bins
+	$(BIN_DIR)/omsc bench --out docs/benchmarks.md
+
+.PHONY: bench-quick
+bench-quick: services ## A short benchmark run (smoke test; figures are indicative only)
+	$(CARGO) build --profile $(PROFILE) --bins
+	$(BIN_DIR)/omsc bench --quick
+
 .PHONY: check
 check: ## Formatting and lints (warnings are errors)
 	$(CARGO) fmt --all -- --check

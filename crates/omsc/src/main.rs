@@ -1,6 +1,7 @@
 //! omsc: the operator's command line.
 
 mod aggregates;
+mod bench_cmd;
 mod settings;
 mod simulate_cmd;
 
@@ -30,6 +31,8 @@ enum Command {
         #[command(subcommand)]
         command: aggregates::Command,
     },
+    /// Measure the connector against the machine's ceilings (writes docs/benchmarks.md).
+    Bench(bench_cmd::BenchArgs),
     /// Publish realistic OMS traffic (for demos and load tests) and verify the end state.
     Simulate {
         #[command(subcommand)]
@@ -99,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Aggregates { db, command } => aggregates::run(&db.database_url, command).await,
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Simulate { command } => simulate_cmd::run(command).await,
+        Command::Bench(args) => bench_cmd::run(args).await,
     }
 }
 

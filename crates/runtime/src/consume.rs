@@ -306,23 +306,39 @@ impl<H: Handler> Session<H> {
         amqp::within("acknowledging a batch", ack).await?;
         let metrics = &self.shared.metrics;
         let now = Utc::now();
+        // Label lookups hash and lock: resolve them once per endpoint and outcome of the
+        // batch (usually one of each), not once per message.
+        let mut durations: Vec<(&'static str, prometheus::Histogram)> = Vec::new();
+        let mut counts: Vec<(&'static str, &'static str, u64)> = Vec::new();
+        let mut lags: Vec<(&'static str, f64)> = Vec::new();
         for (message, outcome) in done.messages.iter().zip(&done.outcomes) {
-            metrics
-                .messages
-                .with_label_values(&[self.module, message.endpoint, outcome.label()])
-                .inc();
-            metrics
-                .message_duration
-                .with_label_values(&[self.module, message.endpoint])
-                .observe(message.received_at.elapsed().as_secs_f64());
+            let label = outcome.label();
+            match counts
+                .iter_mut()
+                .find(|(e, o, _)| *e == message.endpoint && *o == label)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((message.endpoint, label, 1)),
+            }
+            let histogram = match durations.iter().find(|(e, _)| *e == message.endpoint) {
+                Some((_, h)) => h,
+                None => {
+                    let h = metrics
+                        .message_duration
+                        .with_label_values(&[self.module, message.endpoint]);
+                    durations.push((message.endpoint, h));
+                    &durations[durations.len() - 1].1
+                }
+            };
+            histogram.observe(message.received_at.elapsed().as_secs_f64());
             if let Ok(parsed) = &message.parsed
                 && let Some(produced) = self.handler.produced_at(parsed)
             {
                 let lag = (now - produced).num_milliseconds() as f64 / 1000.0;
-                metrics
-                    .source_lag
-                    .with_label_values(&[message.endpoint])
-                    .set(lag);
+                match lags.iter_mut().find(|(e, _)| *e == message.endpoint) {
+                    Some((_, l)) => *l = lag,
+                    None => lags.push((message.endpoint, lag)),
+                }
             }
             match outcome {
                 crate::handler::Outcome::Reject(reason) => tracing::warn!(
@@ -340,6 +356,15 @@ impl<H: Handler> Session<H> {
                 ),
                 _ => {}
             }
+        }
+        for (endpoint, outcome, n) in counts {
+            metrics
+                .messages
+                .with_label_values(&[self.module, endpoint, outcome])
+                .inc_by(n);
+        }
+        for (endpoint, lag) in lags {
+            metrics.source_lag.with_label_values(&[endpoint]).set(lag);
         }
         Ok(())
     }

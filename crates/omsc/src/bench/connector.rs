@@ -1,0 +1,416 @@
+//! The connector as shipped: the `omsc-inventory` binary in its own process.
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use protocol::inventory::StockScope;
+use stock_filter::Model;
+
+use super::support::{self, Scratch};
+use crate::simulate::stock::{self, Storm, StormSpec};
+
+/// How long any scenario may take before the bench gives up.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    pub messages: usize,
+    pub rows: usize,
+    /// Seconds between the first and last committed batch.
+    pub secs: f64,
+    pub publish_secs: f64,
+    /// Mean messages per batch and mean seconds per batch transaction, from the worker.
+    pub batches: Option<BatchShape>,
+    /// CPU seconds each party spent from the worker's start to the end of the scenario.
+    pub cpu: support::CpuTimes,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchShape {
+    pub count: f64,
+    pub mean_messages: f64,
+    pub mean_apply_secs: f64,
+}
+
+async fn batch_shape(http: &str) -> Option<BatchShape> {
+    let count = scrape(http, "omsc_batch_messages_count").await?;
+    let messages = scrape(http, "omsc_batch_messages_sum").await?;
+    let apply = scrape(http, "omsc_batch_apply_seconds_sum").await?;
+    (count > 0.0).then(|| BatchShape {
+        count,
+        mean_messages: messages / count,
+        mean_apply_secs: apply / count,
+    })
+}
+
+impl Throughput {
+    pub fn messages_per_sec(&self) -> f64 {
+        self.messages as f64 / self.secs
+    }
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.secs
+    }
+}
+
+/// a. One-SKU DELTAs, each updating an existing row: the queue is filled first, then the
+/// worker drains it, exactly like the broker ceiling.
+pub async fn delta_stream(setup: &super::Setup) -> anyhow::Result<Throughput> {
+    let scratch = Scratch::new(setup, "delta").await?;
+    let n = setup.sizes.delta_messages;
+    let client = scratch.connector_session().await?;
+    support::seed(&client, "EU", n).await?;
+    let start = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    let snapshots: Vec<_> = (0..n)
+        .map(|i| {
+            support::delta(
+                "EU",
+                support::sku(i),
+                5,
+                start + chrono::Duration::microseconds(i as i64),
+            )
+        })
+        .collect();
+    let publisher = scratch.publisher().await?;
+    let publish_secs = support::publish(&publisher, &snapshots)
+        .await?
+        .as_secs_f64();
+    drop(snapshots);
+    let http = support::free_address()?;
+    let cpu_before = support::CpuTimes::read(0);
+    let worker = scratch.spawn_worker(&setup.worker, &http, &[])?;
+    let pid = worker.id().unwrap_or_default();
+    let done = "source_updated_at >= '2026-06-01T00:00:00Z'";
+    support::wait_until(
+        "the DELTA stream to be applied",
+        Duration::from_millis(100),
+        PATIENCE,
+        || async { Ok(support::count(&client, done).await? == n as i64) },
+    )
+    .await?;
+    let secs = support::write_window(&client, done).await?;
+    let batches = batch_shape(&http).await;
+    let cpu = support::CpuTimes::read(pid).since(cpu_before);
+    support::stop(worker).await?;
+    scratch.drop_all().await;
+    Ok(Throughput {
+        messages: n,
+        rows: n,
+        secs,
+        publish_secs,
+        batches,
+        cpu,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct FullSnapshot {
+    /// Into an empty table (the first FULL).
+    pub initial: Throughput,
+    /// Over every row again with a newer version (the daily FULL).
+    pub resync: Throughput,
+    /// The worker's peak resident memory over both.
+    pub peak_rss: u64,
+    pub prefetch: Option<f64>,
+}
+
+/// b. A FULL of `full_skus` SKUs in 10,000-SKU messages, twice; e. the worker's peak memory.
+pub async fn full_snapshot(setup: &super::Setup) -> anyhow::Result<FullSnapshot> {
+    let scratch = Scratch::new(setup, "full").await?;
+    let skus = setup.sizes.full_skus;
+    let client = scratch.connector_session().await?;
+    let publisher = scratch.publisher().await?;
+    let http = support::free_address()?;
+    let worker = scratch.spawn_worker(&setup.worker, &http, &[])?;
+    let pid = worker.id().unwrap_or_default();
+    let mut passes = Vec::new();
+    for (pass, stamp) in [(1, "2026-06-01T00:00:00Z"), (2, "2026-06-02T00:00:00Z")] {
+        let created_on = stamp.parse()?;
+        let messages = support::full_export("EU", skus, created_on, pass);
+        let count = messages.len();
+        // Published while the worker runs: a FULL arrives on a live connector.
+        let publish_secs = support::publish(&publisher, &messages).await?.as_secs_f64();
+        drop(messages);
+        let cpu_before = support::CpuTimes::read(pid);
+        let done = format!("source_updated_at = '{stamp}'");
+        support::wait_until(
+            "the FULL to be applied",
+            Duration::from_millis(100),
+            PATIENCE,
+            || async { Ok(support::count(&client, &done).await? == skus as i64) },
+        )
+        .await?;
+        passes.push(Throughput {
+            messages: count,
+            rows: skus,
+            secs: support::write_window(&client, &done).await?,
+            publish_secs,
+            batches: batch_shape(&http).await,
+            cpu: support::CpuTimes::read(pid).since(cpu_before),
+        });
+    }
+    let peak_rss = support::peak_rss(pid).unwrap_or(0);
+    let prefetch = scrape(&http, "omsc_consumer_prefetch").await;
+    support::stop(worker).await?;
+    scratch.drop_all().await;
+    let resync = passes.pop().expect("two passes");
+    let initial = passes.pop().expect("two passes");
+    Ok(FullSnapshot {
+        initial,
+        resync,
+        peak_rss,
+        prefetch,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Mixed {
+    pub messages: usize,
+    pub sku_updates: usize,
+    pub rows: usize,
+    /// From the worker's start to the table equal to the model (NONZERO settle included).
+    pub secs: f64,
+    pub settle_secs: f64,
+}
+
+/// c. FULL, NONZERO and DELTA exports over several aggregates, shuffled, 5 % delivered twice;
+/// the end state is verified against the model.
+pub async fn mixed_storm(setup: &super::Setup) -> anyhow::Result<Mixed> {
+    let scratch = Scratch::new(setup, "mixed").await?;
+    let spec = StormSpec {
+        seed: 2026,
+        aggregates: setup.sizes.mixed_aggregates,
+        skus: setup.sizes.mixed_skus,
+        exports: setup.sizes.mixed_exports,
+        mix: (2, 1, 7),
+        chunk_size: 10_000,
+        delta_skus: 20,
+        ..StormSpec::default()
+    };
+    let storm = Storm::generate(&spec);
+    let deliveries: Vec<_> = storm
+        .deliveries(2026, true, 0.05)
+        .into_iter()
+        .cloned()
+        .collect();
+    let sku_updates = deliveries.iter().map(|s| s.stock.len()).sum();
+    let publisher = scratch.publisher().await?;
+    support::publish(&publisher, &deliveries).await?;
+    let expected = Model::replay(StockScope::Aggregate, &storm.snapshots).rows();
+    let client = scratch.connector_session().await?;
+    let settle_secs = 1.0;
+    let http = support::free_address()?;
+    let started = Instant::now();
+    let worker =
+        scratch.spawn_worker(&setup.worker, &http, &[("OMSC_NONZERO_SETTLE_SECS", "1")])?;
+    support::wait_until(
+        "the storm to equal the model",
+        Duration::from_millis(250),
+        PATIENCE,
+        || async {
+            let pending: i64 = client
+                .query_one("SELECT count(*) FROM stock_nonzero_pending", &[])
+                .await?
+                .get(0);
+            if pending > 0 {
+                return Ok(false);
+            }
+            let actual: Vec<_> = stock_filter::read_ledger(&client, StockScope::Aggregate)
+                .await?
+                .into_iter()
+                .map(|r| (r.scope_id, r.sku, r.quantity, r.unlimited))
+                .collect();
+            Ok(actual == expected)
+        },
+    )
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    support::stop(worker).await?;
+    scratch.drop_all().await;
+    Ok(Mixed {
+        messages: deliveries.len(),
+        sku_updates,
+        rows: expected.len(),
+        secs,
+        settle_secs,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub offered_rate: u32,
+    pub achieved_rate: f64,
+    pub messages: usize,
+    /// Publish to the start of the committing transaction, seconds.
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// The worker's own p50/p99 time from transaction start to commit (upper bucket bounds).
+    pub apply_p50: f64,
+    pub apply_p99: f64,
+}
+
+/// d. One-SKU DELTAs at a steady offered rate; for each, the time from publish (its
+/// `created_on`, taken just before publishing) to the transaction that wrote it, plus the
+/// worker's transaction time from its own histogram: publish → commit.
+pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
+    let scratch = Scratch::new(setup, "latency").await?;
+    let client = scratch.connector_session().await?;
+    let http = support::free_address()?;
+    let worker = scratch.spawn_worker(&setup.worker, &http, &[])?;
+    support::wait_until(
+        "the worker to be ready",
+        Duration::from_millis(50),
+        PATIENCE,
+        || async { Ok(http_status(&http, "/readyz").await == Some(200)) },
+    )
+    .await?;
+    let rate = setup.sizes.latency_rate;
+    let total = (u64::from(rate) * setup.sizes.latency_secs) as usize;
+    let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench-latency").await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    let exchange = format!("{}oms.events", scratch.prefix);
+    let method = stock::method(StockScope::Aggregate);
+    let (confirms_tx, mut confirms_rx) = tokio::sync::mpsc::unbounded_channel();
+    let confirmer = tokio::spawn(async move {
+        while let Some(confirm) = confirms_rx.recv().await {
+            let confirm: lapin::PublisherConfirm = confirm;
+            confirm.await?;
+        }
+        Ok::<_, lapin::Error>(())
+    });
+    let started = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    for i in 0..total {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let snapshot = support::delta("EU", support::sku(i), 3, Utc::now());
+        let body = stock::encode(&snapshot, &format!("lat-{i}"));
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                method.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type(ShortString::from("application/json")),
+            )
+            .await?;
+        let _ = confirms_tx.send(confirm);
+    }
+    let achieved_rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(confirms_tx);
+    confirmer.await??;
+    support::wait_until(
+        "every message to be applied",
+        Duration::from_millis(100),
+        PATIENCE,
+        || async { Ok(support::count(&client, "true").await? == total as i64) },
+    )
+    .await?;
+    let mut latencies: Vec<f64> = client
+        .query(
+            "SELECT extract(epoch FROM updated_at - source_updated_at)::float8 FROM stock_items",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let (apply_p50, apply_p99) = histogram_quantiles(&http, "omsc_batch_apply_seconds").await;
+    support::stop(worker).await?;
+    let _ = connection.close(200, "done".into()).await;
+    scratch.drop_all().await;
+    Ok(Latency {
+        offered_rate: rate,
+        achieved_rate,
+        messages: total,
+        p50: support::percentile(&latencies, 50.0),
+        p99: support::percentile(&latencies, 99.0),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+        apply_p50,
+        apply_p99,
+    })
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
+async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path)
+        .await?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The first sample of a metric, summed over its series.
+async fn scrape(addr: &str, name: &str) -> Option<f64> {
+    let body = http_get(addr, "/metrics").await?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// p50 and p99 of a Prometheus histogram, as the upper bounds of their buckets.
+async fn histogram_quantiles(addr: &str, name: &str) -> (f64, f64) {
+    match http_get(addr, "/metrics").await {
+        Some(body) => quantiles(&body, name),
+        None => (f64::NAN, f64::NAN),
+    }
+}
+
+fn quantiles(body: &str, name: &str) -> (f64, f64) {
+    let prefix = format!("{name}_bucket");
+    let mut buckets: Vec<(f64, f64)> = body
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            // The last `le="…"` (a label such as `module="…"` also contains `le="`).
+            let le = l.rsplit("le=\"").next()?.split('"').next()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count: f64 = l.rsplit_once(' ')?.1.trim().parse().ok()?;
+            Some((bound, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let quantile = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, count)| *count >= q * total)
+            .map_or(f64::NAN, |(bound, _)| *bound)
+    };
+    (quantile(0.5), quantile(0.99))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_the_upper_bounds_of_the_buckets_that_reach_them() {
+        let body = "# HELP x\nx_bucket{module=\"m\",le=\"0.001\"} 10\nx_bucket{module=\"m\",le=\"0.002\"} 60\n\
+                    x_bucket{module=\"m\",le=\"0.005\"} 99\nx_bucket{module=\"m\",le=\"+Inf\"} 100\nx_sum 1\n";
+        assert_eq!(quantiles(body, "x"), (0.002, 0.005));
+    }
+}

@@ -1,0 +1,116 @@
+//! `omsc bench`: the connector measured against the machine's own ceilings, in one run.
+//!
+//! Every scenario gets its own database and queue prefix. The connector is the shipped
+//! `omsc-inventory` binary in its own process, fed by the simulator in the real wire format;
+//! its processing window is read from the rows it committed (`updated_at` is the start of
+//! the transaction that wrote a row), so start-up does not count and nothing is guessed.
+
+mod ceilings;
+mod connector;
+mod naive;
+mod report;
+mod support;
+
+use std::path::PathBuf;
+
+pub use report::Report;
+
+/// How big the run is.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// One-SKU DELTA messages in the stream (and messages in the broker ceiling).
+    pub delta_messages: usize,
+    /// SKUs of the FULL snapshot (in 10,000-SKU messages).
+    pub full_skus: usize,
+    /// Messages the naive peer gets (it is slow; its rate does not depend on the count).
+    pub naive_messages: usize,
+    /// Aggregates and SKUs per aggregate of the mixed storm.
+    pub mixed_aggregates: usize,
+    pub mixed_skus: usize,
+    pub mixed_exports: usize,
+    /// Seconds of steady load for the latency scenario, and its rate.
+    pub latency_secs: u64,
+    pub latency_rate: u32,
+}
+
+impl Sizes {
+    pub fn full() -> Self {
+        Self {
+            delta_messages: 200_000,
+            full_skus: 1_000_000,
+            naive_messages: 20_000,
+            mixed_aggregates: 8,
+            mixed_skus: 20_000,
+            mixed_exports: 60,
+            latency_secs: 30,
+            latency_rate: 2_000,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            delta_messages: 10_000,
+            full_skus: 100_000,
+            naive_messages: 2_000,
+            mixed_aggregates: 3,
+            mixed_skus: 5_000,
+            mixed_exports: 20,
+            latency_secs: 5,
+            latency_rate: 2_000,
+        }
+    }
+}
+
+/// Where things are.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub amqp_url: String,
+    /// A URL to the server; each scenario uses its own database on it.
+    pub database_server: String,
+    /// The `omsc-inventory` binary to measure.
+    pub worker: PathBuf,
+    pub sizes: Sizes,
+    /// Scenarios to run (`broker`, `postgres`, `naive`, `delta`, `full`, `mixed`, `latency`);
+    /// empty: all.
+    pub only: Vec<String>,
+}
+
+impl Setup {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+}
+
+/// Runs every measurement and returns the figures.
+pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
+    let mut report = Report::new(setup);
+    if setup.wants("broker") {
+        eprintln!("ceilings: broker consume+ack …");
+        report.broker = Some(ceilings::broker(setup).await?);
+    }
+    if setup.wants("postgres") {
+        eprintln!("ceilings: PostgreSQL batched compare-and-set …");
+        report.postgres = Some(ceilings::postgres(setup).await?);
+    }
+    if setup.wants("naive") {
+        eprintln!("naive peer …");
+        report.naive = Some(naive::run(setup).await?);
+    }
+    if setup.wants("delta") {
+        eprintln!("connector: DELTA stream …");
+        report.delta = Some(connector::delta_stream(setup).await?);
+    }
+    if setup.wants("full") {
+        eprintln!("connector: FULL snapshot …");
+        report.full = Some(connector::full_snapshot(setup).await?);
+    }
+    if setup.wants("mixed") {
+        eprintln!("connector: mixed storm …");
+        report.mixed = Some(connector::mixed_storm(setup).await?);
+    }
+    if setup.wants("latency") {
+        eprintln!("connector: latency at a steady load …");
+        report.latency = Some(connector::latency(setup).await?);
+    }
+    Ok(report)
+}

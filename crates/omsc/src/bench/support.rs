@@ -1,0 +1,346 @@
+//! What the scenarios share: throwaway databases and prefixes, publishing raw bodies,
+//! running the worker binary, waiting on conditions.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
+use tokio::process::{Child, Command};
+
+use crate::simulate::publish::OmsPublisher;
+use crate::simulate::stock;
+
+/// A database and a queue prefix of one scenario; dropped at the end.
+pub struct Scratch {
+    pub name: String,
+    pub database_url: String,
+    pub prefix: String,
+    pub amqp_url: String,
+    server: String,
+}
+
+impl Scratch {
+    /// A fresh database with the connector's schema, and a fresh prefix with the inventory
+    /// topology declared.
+    pub async fn new(setup: &super::Setup, label: &str) -> anyhow::Result<Self> {
+        let tag = format!(
+            "{label}_{}_{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        );
+        let name = format!("omsc_bench_{tag}");
+        let server = setup.database_server.trim_end_matches('/').to_owned();
+        let database_url = format!("{server}/{name}");
+        runtime::db::migrate(&database_url).await?;
+        let scratch = Self {
+            name,
+            database_url,
+            prefix: format!("bench-{tag}."),
+            amqp_url: setup.amqp_url.clone(),
+            server,
+        };
+        let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench").await?;
+        let channel = connection.create_channel().await?;
+        runtime::Topology::new(&scratch.prefix, runtime::config::QueueType::Quorum)
+            .declare(&channel, &inventory::QUEUE)
+            .await?;
+        let _ = connection.close(200, "declared".into()).await;
+        Ok(scratch)
+    }
+
+    /// A session marked as the connector's, so it may write OMS-owned tables (for seeding).
+    pub async fn connector_session(&self) -> anyhow::Result<tokio_postgres::Client> {
+        runtime::db::connect(&self.database_url, "omsc-bench").await
+    }
+
+    pub async fn publisher(&self) -> anyhow::Result<OmsPublisher> {
+        OmsPublisher::connect(&self.amqp_url, &format!("{}oms.events", self.prefix))
+            .await
+            .context("connecting the publisher")
+    }
+
+    /// Starts the worker binary on this scratch space; `http` is its metrics address.
+    pub fn spawn_worker(
+        &self,
+        binary: &Path,
+        http: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Child> {
+        let mut command = Command::new(binary);
+        command
+            .env("DATABASE_URL", &self.database_url)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("OMSC_PREFIX", &self.prefix)
+            .env("OMSC_HTTP_ADDR", http)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))
+    }
+
+    pub async fn drop_all(self) {
+        if let Ok(connection) = runtime::amqp::connect(&self.amqp_url, "omsc-bench").await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            let topology = runtime::Topology::new(&self.prefix, runtime::config::QueueType::Quorum);
+            for (queue, _) in topology.queues(&inventory::QUEUE) {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for exchange in [topology.oms_exchange(), topology.commerce_exchange()] {
+                let _ = channel
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+            let _ = connection.close(200, "bench done".into()).await;
+        }
+        if let Ok(admin) =
+            runtime::db::connect(&format!("{}/postgres", self.server), "omsc-bench").await
+        {
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+        }
+    }
+}
+
+/// Stops a worker the way Kubernetes does (SIGTERM), and kills it if it does not stop.
+pub async fn stop(mut worker: Child) -> anyhow::Result<()> {
+    if let Some(pid) = worker.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    match tokio::time::timeout(Duration::from_secs(20), worker.wait()).await {
+        Ok(status) => {
+            status?;
+        }
+        Err(_) => worker.kill().await?,
+    }
+    Ok(())
+}
+
+/// A free local port for a worker's HTTP server.
+pub fn free_address() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+/// Waits until `condition` holds, polling every `every`; fails after `timeout`.
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    every: Duration,
+    timeout: Duration,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Peak resident memory of a process so far (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub fn sku(i: usize) -> String {
+    stock::sku_name(i)
+}
+
+/// A one-SKU DELTA: the smallest stock message, the bulk of a busy day.
+pub fn delta(
+    aggregate: &str,
+    sku: String,
+    quantity: i64,
+    created_on: DateTime<Utc>,
+) -> StockSnapshot {
+    StockSnapshot {
+        scope: StockScope::Aggregate,
+        scope_id: aggregate.to_owned(),
+        mode: SnapshotMode::Delta,
+        created_on,
+        stock: vec![StockEntry {
+            sku,
+            quantity,
+            unlimited: false,
+            inflight_backorders: None,
+        }],
+        batch: None,
+    }
+}
+
+/// The messages of one FULL export of `skus` SKUs in chunks of 10,000.
+pub fn full_export(
+    aggregate: &str,
+    skus: usize,
+    created_on: DateTime<Utc>,
+    quantity: i64,
+) -> Vec<StockSnapshot> {
+    (0..skus)
+        .step_by(10_000)
+        .map(|start| StockSnapshot {
+            scope: StockScope::Aggregate,
+            scope_id: aggregate.to_owned(),
+            mode: SnapshotMode::Full,
+            created_on,
+            stock: (start..(start + 10_000).min(skus))
+                .map(|i| StockEntry {
+                    sku: sku(i),
+                    quantity: quantity + (i % 97) as i64,
+                    unlimited: false,
+                    inflight_backorders: None,
+                })
+                .collect(),
+            batch: None,
+        })
+        .collect()
+}
+
+/// Publishes snapshots in the wire format, confirmed, `window` unconfirmed at a time.
+pub async fn publish(
+    publisher: &OmsPublisher,
+    snapshots: &[StockSnapshot],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let messages = snapshots.iter().enumerate().map(|(i, s)| {
+        let id = format!("bench-{i}");
+        (stock::method(s.scope), stock::encode(s, &id), id)
+    });
+    publisher.publish_all(messages, 1024).await?;
+    Ok(started.elapsed())
+}
+
+/// Seconds between the first and the last transaction that wrote rows matching `filter`.
+pub async fn write_window(client: &tokio_postgres::Client, filter: &str) -> anyhow::Result<f64> {
+    let row = client
+        .query_one(
+            &format!("SELECT extract(epoch FROM max(updated_at) - min(updated_at))::float8 FROM stock_items WHERE {filter}"),
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, Option<f64>>(0).unwrap_or(0.0))
+}
+
+pub async fn count(client: &tokio_postgres::Client, filter: &str) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            &format!("SELECT count(*) FROM stock_items WHERE {filter}"),
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Percentile (0–100) of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Seeds `stock_items` with `skus` rows of one aggregate at an old version, as a daily
+/// stream of DELTAs finds them, without timing it.
+pub async fn seed(
+    client: &tokio_postgres::Client,
+    aggregate: &str,
+    skus: usize,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "INSERT INTO stock_items (aggregate_id, sku, quantity, source_updated_at)
+             SELECT $1, 'SKU-' || lpad(i::text, 7, '0'), 10, '2020-01-01T00:00:00Z'
+               FROM generate_series(0, $2::int - 1) AS i",
+            &[&aggregate, &(skus as i32)],
+        )
+        .await?;
+    client.batch_execute("ANALYZE stock_items").await?;
+    Ok(())
+}
+
+/// CPU seconds spent so far by the worker, the broker (`beam.smp`) and PostgreSQL (every
+/// `postgres` process), read from /proc: where the time of a scenario went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    pub worker: f64,
+    pub broker: f64,
+    pub database: f64,
+}
+
+impl CpuTimes {
+    pub fn read(worker_pid: u32) -> Self {
+        // SAFETY-free: sysconf is not exposed by std; Linux reports stat times in USER_HZ,
+        // which is 100 on every architecture the project runs on.
+        const TICKS_PER_SEC: f64 = 100.0;
+        let mut times = CpuTimes::default();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return times;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // comm is in parentheses and may contain spaces; the fields follow the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let comm = head.split_once('(').map_or("", |(_, c)| c);
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            // utime and stime are fields 14 and 15 of stat, 12 and 13 after the comm.
+            let secs = (ticks(11) + ticks(12)) / TICKS_PER_SEC;
+            if pid == worker_pid {
+                times.worker += secs;
+            } else if comm == "beam.smp" {
+                times.broker += secs;
+            } else if comm == "postgres" {
+                times.database += secs;
+            }
+        }
+        times
+    }
+
+    pub fn since(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            worker: self.worker - before.worker,
+            broker: self.broker - before.broker,
+            database: self.database - before.database,
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `omsc bench`: see `omsc::bench`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use omsc::bench::{self, Setup, Sizes};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A short run (small sizes) for smoke tests.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the report (Markdown).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The worker binary to measure (default: omsc-inventory next to this binary).
+    #[arg(long)]
+    worker: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    amqp_url: String,
+    /// Run only these scenarios (broker, postgres, naive, delta, full, mixed, latency).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The PostgreSQL server; every scenario creates and drops its own database on it.
+    #[arg(
+        long,
+        env = "OMSC_BENCH_DATABASE_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    database_server: String,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let worker = match args.worker {
+        Some(w) => w,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("omsc-inventory"))
+            .ok_or_else(|| anyhow::anyhow!("cannot locate omsc-inventory"))?,
+    };
+    anyhow::ensure!(
+        worker.exists(),
+        "{} does not exist: build it first (make bench does)",
+        worker.display()
+    );
+    let setup = Setup {
+        amqp_url: args.amqp_url,
+        database_server: args.database_server,
+        worker,
+        sizes: if args.quick {
+            Sizes::quick()
+        } else {
+            Sizes::full()
+        },
+        only: args.only,
+    };
+    let report = bench::run(&setup).await?;
+    let command = if args.quick {
+        "make bench-quick"
+    } else {
+        "make bench"
+    };
+    let markdown = report.markdown(command);
+    println!("{markdown}");
+    if let Some(out) = args.out {
+        std::fs::write(&out, &markdown)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
