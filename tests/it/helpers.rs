@@ -8,14 +8,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use omsc::simulate::publish::OmsPublisher;
 use omsc::simulate::stock;
 use protocol::inventory::StockSnapshot;
 use runtime::RuntimeConfig;
-use runtime::incoming::{ENDPOINT_HEADER, REASON_HEADER, header_string};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -261,41 +260,42 @@ impl TestEnv {
         queue.message_count()
     }
 
-    /// Takes every message of the inventory dead-letter queue.
-    pub async fn take_dead_letters(&self) -> Vec<DeadLetter> {
-        let connection = amqp().await;
-        let channel = connection.create_channel().await.unwrap();
-        let queue = self.queue(&format!("{INVENTORY_QUEUE}.dead"));
-        let mut letters = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+    /// Every open dead letter of the environment, as the keeper stored it.
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.db
+            .query(
+                "SELECT id, body, reason, coalesce(endpoint, ''), message_id FROM dead_letters
+                  WHERE status = 'open' ORDER BY id",
+                &[],
+            )
             .await
             .unwrap()
-        {
-            let headers = message
-                .delivery
-                .properties
-                .headers()
-                .clone()
-                .unwrap_or_default();
-            letters.push(DeadLetter {
-                body: message.delivery.data.clone(),
-                reason: header_string(&headers, REASON_HEADER).unwrap_or_default(),
-                endpoint: header_string(&headers, ENDPOINT_HEADER).unwrap_or_default(),
-            });
-        }
-        letters
+            .iter()
+            .map(|r| DeadLetter {
+                id: r.get(0),
+                body: r.get(1),
+                reason: r.get(2),
+                endpoint: r.get(3),
+                message_id: r.get(4),
+            })
+            .collect()
     }
 
-    /// Waits until `n` dead letters are queued, then takes them.
-    pub async fn expect_dead_letters(&self, n: u32) -> Vec<DeadLetter> {
-        let dead = format!("{INVENTORY_QUEUE}.dead");
+    /// Asserts that nothing was dead-lettered: none stored, none on its way to the store.
+    pub async fn assert_no_dead_letters(&self) {
+        let stored = self.dead_letters().await;
+        assert!(stored.is_empty(), "dead letters: {stored:?}");
+        assert_eq!(self.depth(&format!("{INVENTORY_QUEUE}.dead")).await, 0);
+    }
+
+    /// Waits until `n` dead letters are stored, then returns them (exactly `n`).
+    pub async fn expect_dead_letters(&self, n: usize) -> Vec<DeadLetter> {
         wait_until(&format!("{n} dead letters"), PATIENCE, || async {
-            self.depth(&dead).await >= n
+            self.dead_letters().await.len() >= n
         })
         .await;
-        let letters = self.take_dead_letters().await;
-        assert_eq!(letters.len() as u32, n, "dead letters: {letters:?}");
+        let letters = self.dead_letters().await;
+        assert_eq!(letters.len(), n, "dead letters: {letters:?}");
         letters
     }
 
@@ -363,9 +363,11 @@ async fn cleanup(db_name: &str, prefix: &str) {
 
 #[derive(Debug)]
 pub struct DeadLetter {
+    pub id: i64,
     pub body: Vec<u8>,
     pub reason: String,
     pub endpoint: String,
+    pub message_id: Option<String>,
 }
 
 /// An in-process worker.

@@ -363,7 +363,7 @@ async fn three_workers_on_shuffled_redelivered_storms_end_as_the_model() {
     for worker in workers {
         worker.stop().await;
     }
-    assert_eq!(env.take_dead_letters().await.len(), 0);
+    env.assert_no_dead_letters().await;
     env.teardown().await;
 }
 

@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod bench_cmd;
+mod dead_letters;
 mod settings;
 mod simulate_cmd;
 
@@ -38,6 +39,15 @@ enum Command {
         #[command(subcommand)]
         command: simulate_cmd::Command,
     },
+    /// Messages that could not be applied: list, show, replay, discard.
+    DeadLetters {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(subcommand)]
+        command: dead_letters::Command,
+    },
     /// Connector-wide switches.
     Settings {
         #[command(flatten)]
@@ -57,6 +67,21 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+}
+
+#[derive(Args)]
+pub struct BrokerArgs {
+    /// RabbitMQ connection URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "OMSC_PREFIX", default_value = "")]
+    pub prefix: String,
 }
 
 #[derive(Args)]
@@ -103,6 +128,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Simulate { command } => simulate_cmd::run(command).await,
         Command::Bench(args) => bench_cmd::run(args).await,
+        Command::DeadLetters {
+            db,
+            broker,
+            command,
+        } => dead_letters::run(&db.database_url, &broker.amqp_url, &broker.prefix, command).await,
     }
 }
 

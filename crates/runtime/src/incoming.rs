@@ -28,7 +28,8 @@ pub const QUEUE_HEADER: &str = "x-omsc-queue";
 /// Header: when the message was dead-lettered (RFC 3339).
 pub const DEAD_AT_HEADER: &str = "x-omsc-dead-at";
 
-/// Endpoint label of a body whose envelope could not be read.
+/// Endpoint label of a body whose envelope could not be read, sent with a routing key that
+/// is not one of the module's methods.
 pub const UNPARSED_ENDPOINT: &str = "unparsed";
 /// Endpoint label of a method the module does not consume.
 pub const UNKNOWN_ENDPOINT: &str = "unknown";
@@ -118,7 +119,17 @@ fn parse_body<H: Handler>(
 ) -> (&'static str, Result<H::Message, Rejection>) {
     let envelope = match Envelope::parse(body, limits) {
         Ok(e) => e,
-        Err(rejection) => return (UNPARSED_ENDPOINT, Err(rejection)),
+        Err(rejection) => {
+            // The body cannot be read; the routing key still says which endpoint it was sent
+            // to, which is what a person looking at the failures wants to know.
+            let endpoint = handler
+                .methods()
+                .iter()
+                .copied()
+                .find(|m| *m == routing_key)
+                .unwrap_or(UNPARSED_ENDPOINT);
+            return (endpoint, Err(rejection));
+        }
     };
     let Some(endpoint) = handler
         .methods()

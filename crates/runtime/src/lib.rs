@@ -16,6 +16,7 @@ mod batch;
 pub mod config;
 pub mod consume;
 pub mod db;
+pub mod dead_letters;
 pub mod handler;
 pub mod health;
 pub mod http;
@@ -110,7 +111,7 @@ impl Runtime {
         &self.consumed
     }
 
-    /// Adds a module's consumer of `spec`'s queue.
+    /// Adds a module's consumer of `spec`'s queue, and the keeper of its dead letters.
     pub fn add_consumer<H: Handler>(&mut self, spec: QueueSpec, handler: H) {
         self.consumed.extend_from_slice(handler.methods());
         let handler = Arc::new(handler);
@@ -119,6 +120,10 @@ impl Runtime {
             Box::new(move |shared, shutdown| {
                 Box::pin(consume::run(shared, spec, handler, shutdown))
             }),
+        ));
+        self.starters.push((
+            format!("{} dead-letter keeper", spec.name),
+            Box::new(move |shared, shutdown| Box::pin(dead_letters::keep(shared, spec, shutdown))),
         ));
     }
 

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub outbox_pending: IntGaugeVec,
     /// `omsc_outbox_messages_total{module,topic,outcome}`: sent, nothing, retried, failed.
     pub outbox_messages: IntCounterVec,
+    /// `omsc_dead_letters{queue}`: dead letters stored and still open (neither replayed nor
+    /// discarded).
+    pub dead_letters: IntGaugeVec,
 }
 
 impl Metrics {
@@ -108,8 +111,15 @@ impl Metrics {
                 ),
                 &["module", "topic", "outcome"],
             )?,
+            dead_letters: IntGaugeVec::new(
+                Opts::new(
+                    "omsc_dead_letters",
+                    "Dead letters stored and still open (neither replayed nor discarded)",
+                ),
+                &["queue"],
+            )?,
         };
-        let collectors: [Box<dyn Collector>; 10] = [
+        let collectors: [Box<dyn Collector>; 11] = [
             Box::new(metrics.messages.clone()),
             Box::new(metrics.message_duration.clone()),
             Box::new(metrics.source_lag.clone()),
@@ -120,6 +130,7 @@ impl Metrics {
             Box::new(metrics.ready.clone()),
             Box::new(metrics.outbox_pending.clone()),
             Box::new(metrics.outbox_messages.clone()),
+            Box::new(metrics.dead_letters.clone()),
         ];
         for c in collectors {
             registry.register(c)?;

@@ -1,0 +1,499 @@
+//! Dead letters: kept in PostgreSQL where a person can search, replay or discard them.
+//!
+//! A worker dead-letters a message to `<queue>.dead` with its reason in headers (see
+//! `incoming.rs`); the broker does the same with a message delivered more than the queue's
+//! delivery limit. Each module's *keeper* moves them into the `dead_letters` table and
+//! acknowledges only after the insert committed, so a dead letter is never lost and, thanks
+//! to its fingerprint, never stored twice. A replay publishes the body back to the module's
+//! queue with its original message id and routing key: it goes through the same parsing and
+//! the same filters as the first time (a replayed stale stock update is still discarded).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::amqp::{self, Publisher};
+use crate::backoff::Backoff;
+use crate::db::classify_pool;
+use crate::incoming::{
+    ATTEMPT_HEADER, DEAD_AT_HEADER, ENDPOINT_HEADER, MODULE_HEADER, QUEUE_HEADER, REASON_HEADER,
+    ROUTING_KEY_HEADER, header_string, header_u32,
+};
+use crate::topology::{QueueSpec, Topology};
+
+/// Header on a replayed message: the dead letter it came from.
+pub const REPLAY_OF_HEADER: &str = "x-omsc-replay-of";
+
+/// Headers that describe a failure; a replay starts without them.
+const FAILURE_HEADERS: &[&str] = &[
+    ATTEMPT_HEADER,
+    REASON_HEADER,
+    ENDPOINT_HEADER,
+    MODULE_HEADER,
+    QUEUE_HEADER,
+    DEAD_AT_HEADER,
+    REPLAY_OF_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+];
+
+/// A stored dead letter.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub queue: String,
+    pub module: Option<String>,
+    pub endpoint: Option<String>,
+    pub reason: String,
+    pub routing_key: Option<String>,
+    pub message_id: Option<String>,
+    pub attempts: i32,
+    pub headers: Value,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub dead_at: DateTime<Utc>,
+    pub status: String,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+/// Which dead letters an operation applies to. Empty fields select everything.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub ids: Vec<i64>,
+    pub queue: Option<String>,
+    pub endpoint: Option<String>,
+    /// A case-insensitive substring of the reason.
+    pub reason: Option<String>,
+    /// `open`, `replayed`, `discarded`, or `None` for all.
+    pub status: Option<String>,
+    pub limit: i64,
+}
+
+const STORE: &str = "
+    INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id, attempts,
+                              headers, content_type, body, dead_at, fingerprint)
+    VALUES ($1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::bytea, $11::timestamptz,
+            encode(sha256(convert_to($1::text || '/' || $11::timestamptz::text || '/' || coalesce($6::text, ''), 'UTF8')
+                          || $10::bytea), 'hex'))
+    ON CONFLICT (queue, fingerprint) DO NOTHING";
+
+const SELECT: &str = "
+    SELECT id, queue, module, endpoint, reason, routing_key, message_id, attempts, headers,
+           content_type, body, dead_at, status, settled_at
+      FROM dead_letters
+     WHERE (cardinality($1::int8[]) = 0 OR id = ANY ($1))
+       AND ($2::text IS NULL OR queue = $2)
+       AND ($3::text IS NULL OR endpoint = $3)
+       AND ($4::text IS NULL OR reason ILIKE '%' || $4 || '%')
+       AND ($5::text IS NULL OR status = $5)
+     ORDER BY id
+     LIMIT $6";
+
+const SETTLE: &str = "
+    UPDATE dead_letters SET status = $2, settled_at = now()
+     WHERE id = ANY ($1) AND status = 'open'";
+
+const COUNT_OPEN: &str = "SELECT count(*) FROM dead_letters WHERE queue = $1 AND status = 'open'";
+
+/// Runs the keeper of `spec`'s dead-letter queue until `shutdown`.
+pub async fn keep(shared: Shared, spec: QueueSpec, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    while !shutdown.is_cancelled() {
+        match keeper_session(&shared, &spec, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::debug!(queue = spec.name, error = %format!("{e:#}"), ?delay, "dead-letter keeper reconnects");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn keeper_session(
+    shared: &Shared,
+    spec: &QueueSpec,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let dead = shared.topology.dead_queue(spec);
+    let connection = amqp::connect(
+        &shared.config.amqp_url,
+        &format!("omsc-{}-dead-letters", spec.name),
+    )
+    .await?;
+    let channel = amqp::within("opening a channel", connection.create_channel()).await?;
+    amqp::within(
+        "setting the prefetch",
+        channel.basic_qos(50, BasicQosOptions { global: false }),
+    )
+    .await?;
+    let consume = channel.basic_consume(
+        ShortString::from(dead.as_str()),
+        ShortString::from(format!("omsc-keeper-{}", std::process::id())),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    );
+    let mut consumer = amqp::within("subscribing to the dead-letter queue", consume).await?;
+    tracing::debug!(queue = %dead, "keeping dead letters");
+    refresh_gauge(shared, spec).await;
+    loop {
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = amqp::within("closing", connection.close(200, "keeper stops".into())).await;
+                return Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(delivery) => delivery?,
+                None => anyhow::bail!("the dead-letter consumer was cancelled"),
+            },
+        };
+        store_until_stored(shared, spec, &delivery, shutdown).await?;
+        amqp::within(
+            "acknowledging a dead letter",
+            delivery.acker.ack(BasicAckOptions::default()),
+        )
+        .await?;
+        refresh_gauge(shared, spec).await;
+    }
+}
+
+async fn store_until_stored(
+    shared: &Shared,
+    spec: &QueueSpec,
+    delivery: &lapin::message::Delivery,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match store(shared, spec, delivery).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(queue = spec.name, error = %format!("{e:#}"), ?delay, "cannot store a dead letter yet");
+                tokio::select! {
+                    () = shutdown.cancelled() => anyhow::bail!("stopped before storing a dead letter"),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn store(
+    shared: &Shared,
+    spec: &QueueSpec,
+    delivery: &lapin::message::Delivery,
+) -> anyhow::Result<()> {
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let reason = header_string(&headers, REASON_HEADER).unwrap_or_else(|| broker_reason(&headers));
+    let dead_at = header_string(&headers, DEAD_AT_HEADER)
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(Utc::now);
+    let routing_key = header_string(&headers, ROUTING_KEY_HEADER).or_else(|| {
+        // Dead-lettered by the broker: the routing key is still the original one.
+        Some(delivery.routing_key.as_str().to_owned()).filter(|k| !k.ends_with(".dead"))
+    });
+    let attempts = header_u32(&headers, ATTEMPT_HEADER).unwrap_or(0) as i32;
+    let client = shared
+        .pool
+        .get()
+        .await
+        .map_err(|e| anyhow::anyhow!("database ({:?}): {e}", classify_pool(&e)))?;
+    let statement = client.prepare_cached(STORE).await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &spec.name,
+                &header_string(&headers, MODULE_HEADER),
+                &header_string(&headers, ENDPOINT_HEADER),
+                &reason,
+                &routing_key,
+                &delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.as_str().to_owned()),
+                &attempts,
+                &table_to_json(&headers),
+                &delivery
+                    .properties
+                    .content_type()
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned()),
+                &delivery.data,
+                &dead_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The reason of a message the broker dead-lettered by itself.
+fn broker_reason(headers: &FieldTable) -> String {
+    match header_string(headers, "x-first-death-reason").as_deref() {
+        Some("delivery_limit") => format!(
+            "delivered more than {} times without being acknowledged: each worker that took it stopped before finishing (a crash or a kill while holding it)",
+            crate::topology::DELIVERY_LIMIT
+        ),
+        Some(other) => format!("dead-lettered by the broker ({other})"),
+        None => "dead-lettered without a reason".into(),
+    }
+}
+
+async fn refresh_gauge(shared: &Shared, spec: &QueueSpec) {
+    if let Ok(client) = shared.pool.get().await
+        && let Ok(row) = client.query_one(COUNT_OPEN, &[&spec.name]).await
+    {
+        shared
+            .metrics
+            .dead_letters
+            .with_label_values(&[spec.name])
+            .set(row.get(0));
+    }
+}
+
+/// The dead letters of a selection, oldest first.
+pub async fn select(
+    client: &tokio_postgres::Client,
+    selection: &Selection,
+) -> Result<Vec<DeadLetter>, tokio_postgres::Error> {
+    let limit = if selection.limit > 0 {
+        selection.limit
+    } else {
+        i64::MAX
+    };
+    let rows = client
+        .query(
+            SELECT,
+            &[
+                &selection.ids,
+                &selection.queue,
+                &selection.endpoint,
+                &selection.reason,
+                &selection.status,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DeadLetter {
+            id: r.get(0),
+            queue: r.get(1),
+            module: r.get(2),
+            endpoint: r.get(3),
+            reason: r.get(4),
+            routing_key: r.get(5),
+            message_id: r.get(6),
+            attempts: r.get(7),
+            headers: r.get(8),
+            content_type: r.get(9),
+            body: r.get(10),
+            dead_at: r.get(11),
+            status: r.get(12),
+            settled_at: r.get(13),
+        })
+        .collect())
+}
+
+/// Marks the open dead letters of a selection discarded; returns how many.
+pub async fn discard(
+    client: &tokio_postgres::Client,
+    selection: &Selection,
+) -> Result<u64, tokio_postgres::Error> {
+    let open = Selection {
+        status: Some("open".into()),
+        ..selection.clone()
+    };
+    let ids: Vec<i64> = select(client, &open).await?.iter().map(|d| d.id).collect();
+    client.execute(SETTLE, &[&ids, &"discarded"]).await
+}
+
+/// Publishes the open dead letters of a selection back to their queues, confirmed, and marks
+/// each replayed as soon as the broker took it. Returns the ids replayed.
+pub async fn replay(
+    client: &tokio_postgres::Client,
+    amqp_url: &str,
+    topology: &Topology,
+    selection: &Selection,
+) -> anyhow::Result<Vec<i64>> {
+    let open = Selection {
+        status: Some("open".into()),
+        ..selection.clone()
+    };
+    let letters = select(client, &open).await?;
+    if letters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let connection = amqp::connect(amqp_url, "omsc-dead-letters-replay").await?;
+    let publisher = amqp::within("opening a channel", Publisher::open(&connection)).await?;
+    let mut replayed = Vec::new();
+    for letter in &letters {
+        let queue = format!("{}{}", topology.prefix, letter.queue);
+        publisher
+            .publish("", &queue, &letter.body, replay_properties(letter))
+            .await?;
+        client
+            .execute(SETTLE, &[&vec![letter.id], &"replayed"])
+            .await?;
+        replayed.push(letter.id);
+    }
+    let _ = amqp::within("closing", connection.close(200, "replayed".into())).await;
+    Ok(replayed)
+}
+
+fn replay_properties(letter: &DeadLetter) -> BasicProperties {
+    let mut headers = json_to_table(&letter.headers);
+    let mut clean = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if !FAILURE_HEADERS.contains(&key.as_str()) {
+            clean.insert(key.clone(), value.clone());
+        }
+    }
+    headers = clean;
+    if let Some(key) = &letter.routing_key {
+        headers.insert(
+            ROUTING_KEY_HEADER.into(),
+            AMQPValue::LongString(LongString::from(key.as_str())),
+        );
+    }
+    headers.insert(REPLAY_OF_HEADER.into(), AMQPValue::LongLongInt(letter.id));
+    let mut properties = BasicProperties::default().with_headers(headers);
+    if let Some(id) = &letter.message_id {
+        properties = properties.with_message_id(ShortString::from(id.as_str()));
+    }
+    if let Some(content_type) = &letter.content_type {
+        properties = properties.with_content_type(ShortString::from(content_type.as_str()));
+    }
+    properties
+}
+
+/// AMQP headers as JSON, for storage and display.
+pub fn table_to_json(table: &FieldTable) -> Value {
+    Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), value_to_json(v)))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+fn value_to_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(v) => Value::from(*v),
+        AMQPValue::ShortShortUInt(v) => Value::from(*v),
+        AMQPValue::ShortInt(v) => Value::from(*v),
+        AMQPValue::ShortUInt(v) => Value::from(*v),
+        AMQPValue::LongInt(v) => Value::from(*v),
+        AMQPValue::LongUInt(v) => Value::from(*v),
+        AMQPValue::LongLongInt(v) => Value::from(*v),
+        AMQPValue::Float(v) => Value::from(f64::from(*v)),
+        AMQPValue::Double(v) => Value::from(*v),
+        AMQPValue::ShortString(s) => Value::from(s.as_str()),
+        AMQPValue::LongString(s) => Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(value_to_json).collect())
+        }
+        AMQPValue::FieldTable(t) => table_to_json(t),
+        AMQPValue::Timestamp(t) => Value::from(*t),
+        AMQPValue::ByteArray(b) => Value::from(String::from_utf8_lossy(b.as_slice()).into_owned()),
+        AMQPValue::DecimalValue(d) => Value::from(format!("{d:?}")),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+/// JSON back to AMQP headers, for a replay.
+pub fn json_to_table(value: &Value) -> FieldTable {
+    let mut table = FieldTable::default();
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            table.insert(ShortString::from(k.as_str()), json_to_value(v));
+        }
+    }
+    table
+}
+
+fn json_to_value(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(json_to_value).collect::<Vec<_>>(),
+        )),
+        Value::Object(_) => AMQPValue::FieldTable(json_to_table(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_the_trip_through_json() {
+        let mut table = FieldTable::default();
+        table.insert("a".into(), AMQPValue::LongString("text".into()));
+        table.insert("b".into(), AMQPValue::LongLongInt(42));
+        table.insert("c".into(), AMQPValue::Boolean(true));
+        let json = table_to_json(&table);
+        assert_eq!(json, serde_json::json!({"a": "text", "b": 42, "c": true}));
+        assert_eq!(table_to_json(&json_to_table(&json)), json);
+    }
+
+    #[test]
+    fn a_replay_drops_the_failure_and_keeps_identity_and_route() {
+        let letter = DeadLetter {
+            id: 7,
+            queue: "connector.inventory".into(),
+            module: Some("inventory".into()),
+            endpoint: Some("e".into()),
+            reason: "bad".into(),
+            routing_key: Some("magento.inventory.x".into()),
+            message_id: Some("m-1".into()),
+            attempts: 3,
+            headers: serde_json::json!({"x-omsc-reason": "bad", "x-omsc-attempt": 3, "x-custom": "kept"}),
+            content_type: Some("application/json".into()),
+            body: b"{}".to_vec(),
+            dead_at: Utc::now(),
+            status: "open".into(),
+            settled_at: None,
+        };
+        let properties = replay_properties(&letter);
+        let headers = properties.headers().clone().unwrap();
+        assert!(!headers.contains_key(REASON_HEADER));
+        assert!(!headers.contains_key(ATTEMPT_HEADER));
+        assert_eq!(header_string(&headers, "x-custom").as_deref(), Some("kept"));
+        assert_eq!(
+            header_string(&headers, ROUTING_KEY_HEADER).as_deref(),
+            Some("magento.inventory.x")
+        );
+        assert_eq!(
+            properties.message_id().as_ref().map(|m| m.as_str()),
+            Some("m-1")
+        );
+    }
+}

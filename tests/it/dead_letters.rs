@@ -1,0 +1,169 @@
+//! The dead-letter workflow end to end, through the real `omsc` command line: a person sees
+//! why each message failed, fixes the cause, replays; a replay keeps the message id and goes
+//! through the same filters.
+
+use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
+use serde_json::Value;
+
+use crate::helpers::{PATIENCE, TestEnv, binary, wait_until};
+
+fn snapshot(mode: SnapshotMode, secs: i64, entries: &[(&str, i64)]) -> StockSnapshot {
+    StockSnapshot {
+        scope: StockScope::Aggregate,
+        scope_id: "EU".into(),
+        mode,
+        created_on: chrono::DateTime::from_timestamp(1_780_000_000 + secs, 0).unwrap(),
+        stock: entries
+            .iter()
+            .map(|(sku, quantity)| StockEntry {
+                sku: (*sku).into(),
+                quantity: *quantity,
+                unlimited: false,
+                inflight_backorders: None,
+            })
+            .collect(),
+        batch: None,
+    }
+}
+
+/// Runs `omsc dead-letters …` against the environment; returns stdout.
+async fn omsc(env: &TestEnv, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(binary("omsc"))
+        .arg("dead-letters")
+        .args(args)
+        .env("DATABASE_URL", &env.database_url)
+        .env("AMQP_URL", crate::helpers::AMQP_URL)
+        .env("OMSC_PREFIX", &env.prefix)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "omsc dead-letters {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn listed(json_lines: &str) -> Vec<Value> {
+    json_lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn fix_the_cause_replay_and_the_filters_still_apply() {
+    let env = TestEnv::new().await;
+    // The cause: a message size limit set too low for bigger messages.
+    let worker = env.start_worker_with(&["--max-message-bytes=400"]).await;
+    let publisher = env.publisher().await;
+    let skus: Vec<(String, i64)> = (0..10).map(|i| (format!("sku-{i}"), 1)).collect();
+    let skus: Vec<(&str, i64)> = skus.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    let old_full = snapshot(SnapshotMode::Full, 10, &skus);
+    let newer_small = snapshot(SnapshotMode::Delta, 20, &[("sku-0", 5)]);
+    let mut big_entries = skus.clone();
+    big_entries[0] = ("sku-0", 7);
+    let newest_big = snapshot(SnapshotMode::Delta, 30, &big_entries);
+    env.publish_snapshots(&publisher, &[&old_full, &newer_small, &newest_big])
+        .await;
+    let letters = env.expect_dead_letters(2).await;
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason.contains("over the limit of 400 bytes"))
+    );
+    assert_eq!(env.sku("EU", "sku-0").await, Some((5, false)));
+
+    // A person looks.
+    let open = listed(&omsc(&env, &["list", "--json"]).await);
+    assert_eq!(open.len(), 2);
+    // Too big to be read: the endpoint comes from the routing key.
+    assert_eq!(
+        open[0]["endpoint"],
+        "magento.inventory.aggregate_stock_management.updated"
+    );
+    let shown = omsc(&env, &["show", &open[0]["id"].to_string()]).await;
+    assert!(shown.contains("over the limit of 400 bytes"), "{shown}");
+    assert!(
+        shown.contains("\"mode\": \"FULL\""),
+        "the body is shown: {shown}"
+    );
+
+    // Replaying before fixing the cause dead-letters it again, with the same message id.
+    let first_id = open[0]["id"].as_i64().unwrap();
+    let first_message = open[0]["message_id"].clone();
+    omsc(&env, &["replay", &first_id.to_string()]).await;
+    wait_until("the replay to fail again", PATIENCE, || async {
+        let open = env.dead_letters().await;
+        open.len() == 2 && open.iter().all(|l| l.id != first_id)
+    })
+    .await;
+    let again = env.dead_letters().await;
+    assert!(
+        again
+            .iter()
+            .any(|l| l.message_id.as_ref().map(|m| Value::from(m.as_str()))
+                == Some(first_message.clone()))
+    );
+
+    // The cause is fixed: a worker with the default limit. Replay everything that failed on size.
+    worker.stop().await;
+    let worker = env.start_worker().await;
+    let replayed = omsc(&env, &["replay", "--reason", "over the limit"]).await;
+    assert!(
+        replayed.starts_with("replayed 2 dead letter(s)"),
+        "{replayed}"
+    );
+    wait_until("the replayed messages to apply", PATIENCE, || async {
+        env.sku("EU", "sku-9").await == Some((1, false))
+            && env.sku("EU", "sku-0").await == Some((7, false))
+    })
+    .await;
+    // The old FULL went through the filter: its sku-0 (T10) lost to the DELTAs (T20, T30).
+    assert_eq!(env.sku("EU", "sku-0").await, Some((7, false)));
+    assert!(env.dead_letters().await.is_empty());
+    let history = listed(&omsc(&env, &["list", "--json", "--status", "replayed"]).await);
+    assert_eq!(
+        history.len(),
+        3,
+        "every replayed dead letter stays on record"
+    );
+    worker.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn discarded_dead_letters_leave_the_open_list_and_a_bare_command_touches_nothing() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    let publisher = env.publisher().await;
+    let bad = snapshot(SnapshotMode::Delta, 1, &[("a", -1)]);
+    let good = snapshot(SnapshotMode::Delta, 2, &[("b", 1)]);
+    env.publish_snapshots(&publisher, &[&bad, &good]).await;
+    env.expect_dead_letters(1).await;
+
+    let refused = tokio::process::Command::new(binary("omsc"))
+        .args(["dead-letters", "discard"])
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("say which dead letters"));
+    assert_eq!(env.dead_letters().await.len(), 1);
+
+    let out = omsc(&env, &["discard", "--reason", "negative"]).await;
+    assert_eq!(out.trim(), "discarded 1 dead letter(s)");
+    assert!(env.dead_letters().await.is_empty());
+    let discarded = listed(&omsc(&env, &["list", "--json", "--status", "discarded"]).await);
+    assert_eq!(discarded.len(), 1);
+    assert!(
+        discarded[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("\"quantity\" is negative")
+    );
+    worker.stop().await;
+    env.teardown().await;
+}
