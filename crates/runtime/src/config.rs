@@ -56,6 +56,9 @@ pub struct RuntimeConfig {
     #[command(flatten)]
     pub consume: ConsumeConfig,
 
+    #[command(flatten)]
+    pub stats: crate::stats::StatsConfig,
+
     /// Log format.
     #[arg(long, env = "OMSC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -311,6 +311,7 @@ impl<H: Handler> Session<H> {
         let mut durations: Vec<(&'static str, prometheus::Histogram)> = Vec::new();
         let mut counts: Vec<(&'static str, &'static str, u64)> = Vec::new();
         let mut lags: Vec<(&'static str, f64)> = Vec::new();
+        let mut stats = self.shared.stats.batch();
         for (message, outcome) in done.messages.iter().zip(&done.outcomes) {
             let label = outcome.label();
             match counts
@@ -330,16 +331,20 @@ impl<H: Handler> Session<H> {
                     &durations[durations.len() - 1].1
                 }
             };
-            histogram.observe(message.received_at.elapsed().as_secs_f64());
+            let took = message.received_at.elapsed();
+            histogram.observe(took.as_secs_f64());
+            let mut lag = None;
             if let Ok(parsed) = &message.parsed
                 && let Some(produced) = self.handler.produced_at(parsed)
             {
-                let lag = (now - produced).num_milliseconds() as f64 / 1000.0;
+                let seconds = (now - produced).num_milliseconds() as f64 / 1000.0;
+                lag = Some(seconds);
                 match lags.iter_mut().find(|(e, _)| *e == message.endpoint) {
-                    Some((_, l)) => *l = lag,
-                    None => lags.push((message.endpoint, lag)),
+                    Some((_, l)) => *l = seconds,
+                    None => lags.push((message.endpoint, seconds)),
                 }
             }
+            stats.message(self.module, message.endpoint, outcome.label(), took, lag);
             match outcome {
                 crate::handler::Outcome::Reject(reason) => tracing::warn!(
                     module = self.module,
@@ -461,7 +466,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn host_name() -> String {
+/// The name of this host, for connection names and worker identities.
+pub(crate) fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

@@ -24,6 +24,7 @@ pub mod incoming;
 pub mod metrics;
 pub mod outbox;
 mod prefetch;
+pub mod stats;
 pub mod telemetry;
 pub mod topology;
 
@@ -47,6 +48,7 @@ pub use topology::{QueueSpec, Topology};
 use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::stats::Stats;
 
 /// What the consumers and tasks of a process share. Cheap to clone.
 #[derive(Clone)]
@@ -57,6 +59,8 @@ pub struct Shared {
     pub health: Health,
     pub topology: Topology,
     pub registry: Registry,
+    /// Per-endpoint statistics for the system report, flushed to the database.
+    pub stats: Stats,
 }
 
 type Starter = Box<dyn FnOnce(Shared, CancellationToken) -> BoxFuture<'static, ()> + Send>;
@@ -67,6 +71,8 @@ pub struct Runtime {
     listener: TcpListener,
     starters: Vec<(String, Starter)>,
     consumed: Vec<&'static str>,
+    /// The queues of the consumers, whose depths are sampled.
+    queues: Vec<(&'static str, QueueSpec)>,
 }
 
 impl Runtime {
@@ -80,6 +86,7 @@ impl Runtime {
             .await
             .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
         let topology = Topology::new(&config.prefix, config.queue_type);
+        let stats = Stats::new(stats::Identity::of_this_process(), metrics.clone());
         Ok(Self {
             shared: Shared {
                 config: Arc::new(config),
@@ -88,10 +95,12 @@ impl Runtime {
                 health: Health::default(),
                 topology,
                 registry,
+                stats,
             },
             listener,
             starters: Vec::new(),
             consumed: Vec::new(),
+            queues: Vec::new(),
         })
     }
 
@@ -114,6 +123,8 @@ impl Runtime {
     /// Adds a module's consumer of `spec`'s queue, and the keeper of its dead letters.
     pub fn add_consumer<H: Handler>(&mut self, spec: QueueSpec, handler: H) {
         self.consumed.extend_from_slice(handler.methods());
+        self.shared.stats.add_module(handler.module());
+        self.queues.push((handler.module(), spec));
         let handler = Arc::new(handler);
         self.starters.push((
             format!("{} consumer", handler.module()),
@@ -129,6 +140,7 @@ impl Runtime {
 
     /// Adds a module's outbox relay.
     pub fn add_outbox_relay<H: outbox::OutboxHandler>(&mut self, handler: H) {
+        self.shared.stats.add_module(handler.module());
         let handler = Arc::new(handler);
         self.starters.push((
             format!("{} outbox relay", handler.module()),
@@ -157,7 +169,8 @@ impl Runtime {
         let http = tokio::spawn(http::serve(self.listener, router, http_stop.clone()));
         let tracker = TaskTracker::new();
         let shared = self.shared.clone();
-        let starters = self.starters;
+        let mut starters = self.starters;
+        starters.extend(stats_tasks(self.queues));
         let start = {
             let token = token.clone();
             let tracker = tracker.clone();
@@ -184,10 +197,42 @@ impl Runtime {
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
+        // The consumers have acknowledged their last batches: flush their statistics.
+        let flush = self.shared.stats.flush(&self.shared.pool);
+        match tokio::time::timeout(Duration::from_secs(5), flush).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the last statistics could not be written"),
+            Err(_) => tracing::warn!("the last statistics could not be written in time"),
+        }
         http_stop.cancel();
         let _ = http.await;
         Ok(())
     }
+}
+
+/// The statistics flusher and, when the process consumes queues, their depth sampler.
+fn stats_tasks(queues: Vec<(&'static str, QueueSpec)>) -> Vec<(String, Starter)> {
+    let mut tasks: Vec<(String, Starter)> = vec![(
+        "statistics flusher".into(),
+        Box::new(|shared: Shared, shutdown| {
+            let config = shared.config.stats.clone();
+            Box::pin(stats::run_flusher(
+                shared.stats.clone(),
+                shared.pool.clone(),
+                config,
+                shutdown,
+            ))
+        }),
+    )];
+    if !queues.is_empty() {
+        tasks.push((
+            "queue depth sampler".into(),
+            Box::new(move |shared: Shared, shutdown| {
+                Box::pin(stats::depth::run(shared, queues, shutdown))
+            }),
+        ));
+    }
+    tasks
 }
 
 async fn migrate_when_available(database_url: &str, token: &CancellationToken) {

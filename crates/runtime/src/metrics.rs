@@ -42,6 +42,14 @@ pub struct Metrics {
     /// `omsc_dead_letters{queue}`: dead letters stored and still open (neither replayed nor
     /// discarded).
     pub dead_letters: IntGaugeVec,
+    /// `omsc_outbox_failed{module}`: outbox rows given up on (they wait for an operator).
+    pub outbox_failed: IntGaugeVec,
+    /// `omsc_last_message_timestamp_seconds{module,endpoint}`: when a message of the endpoint
+    /// was last handled successfully (applied, stale or ignored), for "nothing arrives" alerts.
+    pub last_message: prometheus::GaugeVec,
+    /// `omsc_queue_messages{module,queue}`: messages waiting in the module's queue and in its
+    /// dead-letter queue (`queue` is the name without the prefix), sampled.
+    pub queue_messages: IntGaugeVec,
 }
 
 impl Metrics {
@@ -118,8 +126,29 @@ impl Metrics {
                 ),
                 &["queue"],
             )?,
+            outbox_failed: IntGaugeVec::new(
+                Opts::new(
+                    "omsc_outbox_failed",
+                    "Outbox rows given up on, waiting for an operator",
+                ),
+                &["module"],
+            )?,
+            last_message: prometheus::GaugeVec::new(
+                Opts::new(
+                    "omsc_last_message_timestamp_seconds",
+                    "Unix time a message of the endpoint was last handled successfully",
+                ),
+                &["module", "endpoint"],
+            )?,
+            queue_messages: IntGaugeVec::new(
+                Opts::new(
+                    "omsc_queue_messages",
+                    "Messages waiting in the module's queue and dead-letter queue (sampled)",
+                ),
+                &["module", "queue"],
+            )?,
         };
-        let collectors: [Box<dyn Collector>; 11] = [
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(metrics.messages.clone()),
             Box::new(metrics.message_duration.clone()),
             Box::new(metrics.source_lag.clone()),
@@ -131,6 +160,9 @@ impl Metrics {
             Box::new(metrics.outbox_pending.clone()),
             Box::new(metrics.outbox_messages.clone()),
             Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.outbox_failed.clone()),
+            Box::new(metrics.last_message.clone()),
+            Box::new(metrics.queue_messages.clone()),
         ];
         for c in collectors {
             registry.register(c)?;

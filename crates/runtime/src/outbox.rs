@@ -127,8 +127,12 @@ const RETRY_LATER: &str = "
      WHERE id = $1
  RETURNING failed_at IS NOT NULL";
 
-const COUNT_PENDING: &str =
-    "SELECT count(*) FROM outbox WHERE module = $1 AND sent_at IS NULL AND failed_at IS NULL";
+/// Rows waiting (pending) and rows given up on (failed) of a module.
+const COUNT_PENDING: &str = "
+    SELECT (SELECT count(*) FROM outbox
+             WHERE module = $1 AND sent_at IS NULL AND failed_at IS NULL),
+           (SELECT count(*) FROM outbox
+             WHERE module = $1 AND sent_at IS NULL AND failed_at IS NOT NULL)";
 
 const FORGET_SENT: &str =
     "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::float8)";
@@ -310,7 +314,7 @@ impl<H: OutboxHandler> Relay<H> {
                     .execute(&stmt, &[&row.id, &row.version, &message_id])
                     .await
                     .map_err(db)?;
-                self.count(&row.topic, "sent");
+                self.count(row, "sent");
             }
             Settle::Nothing => {
                 let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
@@ -318,7 +322,7 @@ impl<H: OutboxHandler> Relay<H> {
                     .execute(&stmt, &[&row.id, &row.version, &None::<String>])
                     .await
                     .map_err(db)?;
-                self.count(&row.topic, "nothing");
+                self.count(row, "nothing");
             }
             Settle::Retry(reason, permanent) => {
                 let delay = retry_delay(row.attempts);
@@ -339,22 +343,25 @@ impl<H: OutboxHandler> Relay<H> {
                     .get(0);
                 if failed {
                     tracing::error!(module, topic = %row.topic, subject = %row.subject, %reason, "outbox row failed for good");
-                    self.count(&row.topic, "failed");
+                    self.count(row, "failed");
                 } else {
                     tracing::warn!(module, topic = %row.topic, subject = %row.subject, %reason, ?delay, "outbox row will be retried");
-                    self.count(&row.topic, "retried");
+                    self.count(row, "retried");
                 }
             }
         }
         Ok(())
     }
 
-    fn count(&self, topic: &str, outcome: &str) {
+    fn count(&self, row: &OutboxRow, outcome: &'static str) {
+        let module = self.handler.module();
         self.shared
             .metrics
             .outbox_messages
-            .with_label_values(&[self.handler.module(), topic, outcome])
+            .with_label_values(&[module, &row.topic, outcome])
             .inc();
+        let age = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+        self.shared.stats.outbox(module, &row.topic, outcome, age);
     }
 
     async fn publisher(&mut self) -> Result<Publisher, String> {
@@ -394,11 +401,17 @@ impl<H: OutboxHandler> Relay<H> {
         if let Ok(client) = self.shared.pool.get().await
             && let Ok(row) = client.query_one(COUNT_PENDING, &[&module]).await
         {
-            self.shared
-                .metrics
+            let (pending, failed): (i64, i64) = (row.get(0), row.get(1));
+            let metrics = &self.shared.metrics;
+            metrics
                 .outbox_pending
                 .with_label_values(&[module])
-                .set(row.get(0));
+                .set(pending);
+            metrics
+                .outbox_failed
+                .with_label_values(&[module])
+                .set(failed);
+            self.shared.stats.outbox_levels(module, pending, failed);
         }
     }
 
