@@ -1,4 +1,5 @@
 //! The operator CLI's library half: what `omsc` does that tests and benchmarks also use.
 
 pub mod bench;
+pub mod report;
 pub mod simulate;

@@ -34,6 +34,14 @@ enum Command {
     },
     /// Measure the connector against the machine's ceilings (writes docs/benchmarks.md).
     Bench(bench_cmd::BenchArgs),
+    /// The system report: per endpoint, messages, failures and processing times; as a
+    /// table, as JSON (`--json`) or as a web page with charts (`--serve`).
+    Report {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        args: omsc::report::ReportArgs,
+    },
     /// Publish realistic OMS traffic (for demos and load tests) and verify the end state.
     Simulate {
         #[command(subcommand)]
@@ -125,6 +133,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run(args).await,
         Command::Aggregates { db, command } => aggregates::run(&db.database_url, command).await,
+        Command::Report { db, args } => {
+            runtime::telemetry::init(runtime::config::LogFormat::Text);
+            omsc::report::run(&db.database_url, args).await
+        }
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Simulate { command } => simulate_cmd::run(command).await,
         Command::Bench(args) => bench_cmd::run(args).await,

@@ -1,0 +1,249 @@
+//! `omsc report`: the system report. Per endpoint, how many messages, how many failed, how long
+//! they took (average, p50, p95, p99) and when one was last seen, over a window; as a terminal
+//! table, as JSON for scripts, or as a web page with the history in charts.
+//!
+//! Everything is read from the statistics the workers flush (`runtime::stats`), so the report
+//! covers every replica of every module, and works while the workers are down.
+
+pub mod page;
+pub mod serve;
+pub mod svg;
+pub mod text;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::Args;
+use runtime::stats::query::{
+    self, EndpointSeries, EndpointSummary, GaugeLatest, GaugeSeries, Registration, Window,
+    WorkerRow,
+};
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// How far back: `90s`, `15m`, `1h`, `24h`, `7d`, `30d` …
+    #[arg(long, default_value = "1h", value_parser = parse_span)]
+    pub since: TimeDelta,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "serve")]
+    pub json: bool,
+    /// Serve the report as a web page (with charts) instead of printing it.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where `--serve` listens. Only this machine by default: put it behind a proxy, or set
+    /// a token, before opening it wider.
+    #[arg(long, env = "OMSC_REPORT_LISTEN", default_value = "127.0.0.1:9465")]
+    pub listen: SocketAddr,
+    /// A bearer token `--serve` requires (`Authorization: Bearer …`, or `?token=…` in a
+    /// browser).
+    #[arg(long, env = "OMSC_REPORT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// What the table and the JSON show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub generated_at: DateTime<Utc>,
+    /// The span asked for, as typed (`1h`).
+    pub since: String,
+    pub window: Window,
+    pub endpoints: Vec<EndpointSummary>,
+    /// The latest outbox backlog and queue depths per module.
+    pub levels: Vec<GaugeLatest>,
+    /// Worker processes seen within the window, per module.
+    pub workers: Vec<WorkerRow>,
+    /// The connector's registration with the OMS; `None`: not registered (no table, or none
+    /// of its rows).
+    pub registration: Option<Registration>,
+}
+
+/// The history the page draws besides the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub series: Vec<EndpointSeries>,
+    pub gauges: Vec<GaugeSeries>,
+}
+
+impl Report {
+    pub async fn load(
+        client: &tokio_postgres::Client,
+        since: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Self> {
+        let window = Window::last(since, now);
+        let endpoints = query::summaries(client, &window)
+            .await
+            .context("reading endpoint statistics")?;
+        let levels = query::gauges_latest(client)
+            .await
+            .context("reading levels")?;
+        let workers = query::workers(client, window.from.min(now - query::ALIVE_WITHIN), now)
+            .await
+            .context("reading workers")?;
+        let registration = query::registration(client)
+            .await
+            .context("reading the registration")?
+            .filter(|r| !r.rows.is_empty());
+        Ok(Self {
+            generated_at: now,
+            since: format_span(since),
+            window,
+            endpoints,
+            levels,
+            workers,
+            registration,
+        })
+    }
+
+    /// The latest value of a module's level, if sampled.
+    pub fn level(&self, module: &str, gauge: &str) -> Option<i64> {
+        self.levels
+            .iter()
+            .find(|l| l.module == module && l.gauge == gauge)
+            .map(|l| l.value)
+    }
+
+    /// Every module the report knows of: those with workers, traffic or levels.
+    pub fn modules(&self) -> Vec<String> {
+        let mut modules: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| w.module.clone())
+            .chain(self.endpoints.iter().map(|e| e.module.clone()))
+            .chain(self.levels.iter().map(|l| l.module.clone()))
+            .collect();
+        modules.sort();
+        modules.dedup();
+        modules
+    }
+}
+
+impl History {
+    pub async fn load(client: &tokio_postgres::Client, window: &Window) -> anyhow::Result<Self> {
+        Ok(Self {
+            series: query::series(client, window)
+                .await
+                .context("reading endpoint history")?,
+            gauges: query::gauge_series(client, window)
+                .await
+                .context("reading level history")?,
+        })
+    }
+}
+
+/// Runs `omsc report`.
+pub async fn run(database_url: &str, args: ReportArgs) -> anyhow::Result<()> {
+    if args.serve {
+        let pool = runtime::db::pool(database_url, "omsc-report", 4)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let shown = listener.local_addr()?;
+        println!("serving the system report on http://{shown}/ (Ctrl-C stops)");
+        let app = serve::router(pool, args.token, args.since);
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(runtime::shutdown_signal())
+            .await
+            .context("serving the report");
+    }
+    let client = runtime::db::connect(database_url, "omsc-report").await?;
+    let report = Report::load(&client, args.since, Utc::now()).await?;
+    if args.json {
+        println!("{}", text::json(&report)?);
+    } else {
+        print!("{}", text::table(&report));
+    }
+    Ok(())
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d`, `2w` (a bare number is minutes).
+pub fn parse_span(text: &str) -> Result<TimeDelta, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a span such as 15m, 1h, 7d"))?;
+    let span = match unit {
+        "s" => TimeDelta::try_seconds(n),
+        "" | "m" | "min" => TimeDelta::try_minutes(n),
+        "h" => TimeDelta::try_hours(n),
+        "d" => TimeDelta::try_days(n),
+        "w" => TimeDelta::try_weeks(n),
+        _ => None,
+    }
+    .filter(|s| *s > TimeDelta::zero() && *s <= TimeDelta::days(3660))
+    .ok_or_else(|| format!("{text:?} is not a span such as 15m, 1h, 7d"))?;
+    Ok(span)
+}
+
+/// The shortest way to write a span (`1h`, `7d`, `90m`).
+pub fn format_span(span: TimeDelta) -> String {
+    let s = span.num_seconds();
+    for (unit, secs) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= secs && s % secs == 0 {
+            return format!("{}{unit}", s / secs);
+        }
+    }
+    format!("{s}s")
+}
+
+/// A duration for people: `0.4 ms`, `12 ms`, `1.50 s`, `3.2 min`.
+pub fn format_seconds(seconds: f64) -> String {
+    if seconds < 0.01 {
+        format!("{:.1} ms", seconds * 1000.0)
+    } else if seconds < 1.0 {
+        format!("{:.0} ms", seconds * 1000.0)
+    } else if seconds < 120.0 {
+        format!("{seconds:.2} s")
+    } else if seconds < 7200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else if seconds < 172_800.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.1} d", seconds / 86_400.0)
+    }
+}
+
+/// How long ago, for "last seen": `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn format_ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let s = (now - at).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..172_800 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_as_people_write_them() {
+        assert_eq!(parse_span("90s"), Ok(TimeDelta::seconds(90)));
+        assert_eq!(parse_span("15m"), Ok(TimeDelta::minutes(15)));
+        assert_eq!(parse_span("1h"), Ok(TimeDelta::hours(1)));
+        assert_eq!(parse_span("7d"), Ok(TimeDelta::days(7)));
+        assert_eq!(parse_span("2w"), Ok(TimeDelta::weeks(2)));
+        assert_eq!(parse_span("30"), Ok(TimeDelta::minutes(30)));
+        assert!(parse_span("1y").is_err());
+        assert!(parse_span("0h").is_err());
+        assert!(parse_span("h").is_err());
+        assert_eq!(format_span(TimeDelta::hours(24)), "1d");
+        assert_eq!(format_span(TimeDelta::minutes(90)), "90m");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(format_seconds(0.000_42), "0.4 ms");
+        assert_eq!(format_seconds(0.012), "12 ms");
+        assert_eq!(format_seconds(1.5), "1.50 s");
+        assert_eq!(format_seconds(600.0), "10.0 min");
+    }
+}
