@@ -7,4 +7,5 @@ mod faults;
 mod helpers;
 mod outbox;
 mod proxy;
+mod report;
 mod stock;

@@ -23,7 +23,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut connection: Option<lapin::Connection> = None;
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    // The first sample once the consumers have had a moment to declare their queues.
+    let first = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(first, SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

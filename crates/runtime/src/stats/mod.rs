@@ -146,7 +146,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn new(at: DateTime<Utc>) -> Self {
+    pub fn new(at: DateTime<Utc>) -> Self {
         Self {
             duration: Histogram::new(),
             lag_sum: 0.0,
@@ -156,7 +156,7 @@ impl Tally {
         }
     }
 
-    fn observe(&mut self, at: DateTime<Utc>, took: Duration, lag: Option<f64>) {
+    pub fn observe(&mut self, at: DateTime<Utc>, took: Duration, lag: Option<f64>) {
         self.duration.observe(took.as_secs_f64());
         if let Some(lag) = lag.filter(|l| l.is_finite()) {
             self.lag_sum += lag;

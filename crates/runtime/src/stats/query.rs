@@ -38,8 +38,9 @@ impl Window {
 
     /// The last `span` before `now` at `resolution`.
     pub fn at(resolution: Resolution, span: TimeDelta, now: DateTime<Utc>) -> Self {
+        let from = resolution.floor(now - span + resolution.step());
         Self {
-            from: resolution.floor(now - span + resolution.step()),
+            from: from.min(resolution.floor(now)),
             to: now,
             resolution,
         }

@@ -1,0 +1,670 @@
+//! The system report: statistics recorded by workers, merged across replicas in PostgreSQL,
+//! rolled up and pruned; `omsc report` as a table and as JSON; the page in a real browser;
+//! the Prometheus metrics of a real worker process.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use protocol::inventory::methods;
+use runtime::stats::query::{self, Window};
+use runtime::stats::{
+    Direction, EndpointKey, Identity, Pending, Resolution, Retention, Stats, Tally, gauges, store,
+};
+use serde_json::json;
+
+use crate::helpers::{PATIENCE, TestEnv, binary, http_get, metric_value, wait_until};
+
+const STOCK: &str = methods::AGGREGATE_STOCK_UPDATED;
+
+fn stats(worker: &str) -> Stats {
+    let registry = prometheus::Registry::new();
+    let metrics = runtime::metrics::Metrics::register(&registry).unwrap();
+    Stats::new(
+        Identity {
+            worker: worker.into(),
+            version: "9.9.9-test".into(),
+            started_at: Utc::now(),
+        },
+        metrics,
+    )
+}
+
+fn pool(env: &TestEnv) -> deadpool_postgres::Pool {
+    runtime::db::pool(&env.database_url, "omsc-test", 2).unwrap()
+}
+
+fn key(
+    minute: DateTime<Utc>,
+    direction: Direction,
+    endpoint: &str,
+    outcome: &'static str,
+) -> EndpointKey {
+    EndpointKey {
+        period: minute,
+        module: Cow::Borrowed("inventory"),
+        direction,
+        endpoint: Cow::Owned(endpoint.to_owned()),
+        outcome,
+    }
+}
+
+/// A minute's tally of `durations` (seconds).
+fn tally(at: DateTime<Utc>, durations: &[f64]) -> Tally {
+    let mut t = Tally::new(at);
+    for d in durations {
+        t.observe(at, Duration::from_secs_f64(*d), None);
+    }
+    t
+}
+
+async fn write(env: &TestEnv, pending: &Pending, now: DateTime<Utc>) {
+    let pool = pool(env);
+    let mut client = pool.get().await.unwrap();
+    let identity = Identity {
+        worker: "seed/1/1".into(),
+        version: "9.9.9-test".into(),
+        started_at: now,
+    };
+    store::write(&mut client, &identity, &["inventory"], pending, now)
+        .await
+        .unwrap();
+}
+
+/// `(messages, sum of histogram buckets)` of every row of a resolution and endpoint.
+async fn totals(env: &TestEnv, resolution: &str, endpoint: &str) -> (i64, i64) {
+    let row = env
+        .db
+        .query_one(
+            "SELECT coalesce(sum(messages), 0)::bigint,
+                    coalesce((SELECT sum(b) FROM omsc_endpoint_stats s2, unnest(s2.duration_buckets) b
+                               WHERE s2.resolution = $1 AND s2.endpoint = $2), 0)::bigint
+               FROM omsc_endpoint_stats WHERE resolution = $1 AND endpoint = $2",
+            &[&resolution, &endpoint],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn two_workers_flushing_the_same_endpoint_add_up_and_percentiles_come_from_both() {
+    let env = TestEnv::new().await;
+    let pool = pool(&env);
+    let (a, b) = (stats("host-a/1/1"), stats("host-b/2/2"));
+    a.add_module("inventory");
+    b.add_module("inventory");
+    {
+        let mut batch = a.batch();
+        for ms in [1, 2, 3] {
+            batch.message(
+                "inventory",
+                STOCK,
+                "applied",
+                Duration::from_millis(ms),
+                Some(0.5),
+            );
+        }
+    }
+    {
+        let mut batch = b.batch();
+        batch.message(
+            "inventory",
+            STOCK,
+            "applied",
+            Duration::from_millis(100),
+            None,
+        );
+        batch.message("inventory", STOCK, "dead", Duration::from_millis(200), None);
+    }
+    a.flush(&pool).await.unwrap();
+    b.flush(&pool).await.unwrap();
+    assert!(a.take().is_empty(), "a flush empties what it wrote");
+
+    for resolution in ["minute", "hour", "day"] {
+        assert_eq!(
+            totals(&env, resolution, STOCK).await,
+            (5, 5),
+            "{resolution} rows"
+        );
+    }
+    let window = Window::last(TimeDelta::hours(1), Utc::now());
+    let summaries = query::summaries(&env.db, &window).await.unwrap();
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    let s = &summaries[0];
+    assert_eq!((s.messages, s.failures), (5, 1));
+    assert_eq!(s.outcomes.get("applied"), Some(&4));
+    assert_eq!(s.outcomes.get("dead"), Some(&1));
+    let p50 = s.p50.unwrap();
+    assert!((0.002..=0.003).contains(&p50), "p50 {p50}");
+    let p99 = s.p99.unwrap();
+    assert!(
+        (0.15..=0.2).contains(&p99),
+        "p99 {p99}: worker b's slow messages count"
+    );
+    assert!((s.avg.unwrap() - 0.306 / 5.0).abs() < 1e-6);
+    assert!((s.lag_avg.unwrap() - 0.5).abs() < 1e-9);
+
+    let workers = query::workers(&env.db, Utc::now() - TimeDelta::hours(1), Utc::now())
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = workers.iter().map(|w| w.worker.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["host-a/1/1", "host-b/2/2"]);
+    assert!(workers.iter().all(|w| w.alive && w.version == "9.9.9-test"));
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn minutes_roll_up_into_hours_and_days_with_the_same_percentiles() {
+    let env = TestEnv::new().await;
+    let now = Utc::now();
+    // Four minutes across an hour boundary: 1 × 1 ms, 2 × 10 ms, 3 × 100 ms, 4 × 1 s.
+    let first = Resolution::Hour.floor(now) - TimeDelta::hours(2) + TimeDelta::minutes(58);
+    let mut pending = Pending::default();
+    for (i, seconds) in [0.001, 0.01, 0.1, 1.0].into_iter().enumerate() {
+        let minute = first + TimeDelta::minutes(i as i64);
+        pending.endpoints.insert(
+            key(minute, Direction::In, STOCK, "applied"),
+            tally(minute, &vec![seconds; i + 1]),
+        );
+    }
+    write(&env, &pending, now).await;
+
+    let hours = env
+        .db
+        .query(
+            "SELECT period_start, messages FROM omsc_endpoint_stats
+              WHERE resolution = 'hour' ORDER BY period_start",
+            &[],
+        )
+        .await
+        .unwrap();
+    let hours: Vec<(DateTime<Utc>, i64)> = hours.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        hours,
+        [
+            (Resolution::Hour.floor(first), 3),
+            (Resolution::Hour.floor(first) + TimeDelta::hours(1), 7)
+        ]
+    );
+    assert_eq!(totals(&env, "day", STOCK).await, (10, 10));
+
+    let mut seen = Vec::new();
+    for (resolution, span) in [
+        (Resolution::Minute, TimeDelta::hours(3)),
+        (Resolution::Hour, TimeDelta::hours(3)),
+        (Resolution::Day, TimeDelta::days(2)),
+    ] {
+        let window = Window::at(resolution, span, now);
+        let s = query::summaries(&env.db, &window).await.unwrap();
+        assert_eq!(s.len(), 1, "{resolution:?}");
+        seen.push((s[0].messages, s[0].p50, s[0].p99));
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    let (_, p50, p99) = seen[0];
+    assert!((0.07..=0.1).contains(&p50.unwrap()), "{p50:?}");
+    assert!((0.7..=1.0).contains(&p99.unwrap()), "{p99:?}");
+
+    let window = Window::at(Resolution::Hour, TimeDelta::hours(3), now);
+    let series = query::series(&env.db, &window).await.unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].points.len(), window.periods().len());
+    let busy: Vec<i64> = series[0]
+        .points
+        .iter()
+        .map(|p| p.messages)
+        .filter(|m| *m > 0)
+        .collect();
+    assert_eq!(busy, [3, 7]);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn retention_drops_minutes_after_two_days_and_the_rest_after_thirty() {
+    let env = TestEnv::new().await;
+    let now = Utc::now();
+    let mut pending = Pending::default();
+    for age in [
+        TimeDelta::days(3),
+        TimeDelta::days(40),
+        TimeDelta::minutes(5),
+    ] {
+        let minute = Resolution::Minute.floor(now - age);
+        pending.endpoints.insert(
+            key(minute, Direction::In, STOCK, "applied"),
+            tally(minute, &[0.01]),
+        );
+        pending.gauges.insert(
+            (minute, "inventory", gauges::QUEUE_DEAD),
+            runtime::stats::GaugeSample {
+                max: 1,
+                last: 1,
+                at: minute,
+            },
+        );
+    }
+    write(&env, &pending, now).await;
+    let (config, _) = env.flags(&[]);
+    let retention: Retention = config.stats.retention();
+    assert_eq!(retention.hours_and_days, TimeDelta::days(30), "the default");
+    assert_eq!(retention.minutes, TimeDelta::hours(48), "the default");
+    let deleted = store::prune(&env.db, retention, now).await.unwrap();
+    assert!(deleted > 0);
+
+    let count = |resolution: &'static str, table: &'static str| {
+        let db = &env.db;
+        async move {
+            let row = db
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE resolution = $1"),
+                    &[&resolution],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    for table in ["omsc_endpoint_stats", "omsc_gauge_stats"] {
+        assert_eq!(
+            count("minute", table).await,
+            1,
+            "{table}: only the recent minute"
+        );
+        let hours = count("hour", table).await;
+        assert!(
+            hours == 2,
+            "{table}: 3 days and 5 minutes ago, not 40 days ({hours})"
+        );
+        let days = count("day", table).await;
+        assert!(
+            (1..=2).contains(&days),
+            "{table}: the 40-day-old day is gone ({days})"
+        );
+        let oldest: DateTime<Utc> = env
+            .db
+            .query_one(&format!("SELECT min(period_start) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(now - oldest < TimeDelta::days(31));
+    }
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_flush_that_fails_keeps_its_minutes_for_the_next_one() {
+    let env = TestEnv::new().await;
+    let worker = stats("host-a/1/1");
+    worker.add_module("inventory");
+    worker.batch().message(
+        "inventory",
+        STOCK,
+        "applied",
+        Duration::from_millis(4),
+        None,
+    );
+    let nowhere =
+        runtime::db::pool("postgres://postgres@127.0.0.1:1/none", "omsc-test", 1).unwrap();
+    assert!(worker.flush(&nowhere).await.is_err());
+    worker.batch().message(
+        "inventory",
+        STOCK,
+        "applied",
+        Duration::from_millis(6),
+        None,
+    );
+    worker.flush(&pool(&env)).await.unwrap();
+    assert_eq!(totals(&env, "minute", STOCK).await, (2, 2));
+    env.teardown().await;
+}
+
+fn bad_snapshot() -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": "bad", "method": STOCK,
+           "params": {"snapshot": {"aggregate_id": "EU", "mode": "DELTA", "stock": []}}})
+    .to_string()
+    .into_bytes()
+}
+
+fn delta(i: usize) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": format!("d{i}"), "method": STOCK,
+           "params": {"snapshot": {"aggregate_id": "EU", "mode": "DELTA",
+                                   "created_on": format!("2026-01-01 00:00:{:02}", i),
+                                   "stock": [{"sku": format!("sku-{i}"), "quantity": i}]}}})
+    .to_string()
+    .into_bytes()
+}
+
+async fn run_omsc(env: &TestEnv, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(binary("omsc"))
+        .args(args)
+        .env("DATABASE_URL", &env.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "omsc {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_report_shows_a_workers_real_traffic_as_a_table_and_as_json() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker_with(&["--stats-flush-secs=0.2"]).await;
+    let publisher = env.publisher().await;
+    let mut messages: Vec<(&str, Vec<u8>, String)> =
+        (0..6).map(|i| (STOCK, delta(i), format!("d{i}"))).collect();
+    messages.push((STOCK, bad_snapshot(), "bad".into()));
+    publisher.publish_all(messages, 16).await.unwrap();
+    env.expect_dead_letters(1).await;
+    wait_until("the report to count all 7 messages", PATIENCE, || async {
+        let window = Window::last(TimeDelta::hours(1), Utc::now());
+        let s = query::summaries(&env.db, &window).await.unwrap();
+        s.len() == 1 && s[0].messages == 7
+    })
+    .await;
+
+    let table = run_omsc(&env, &["report", "--since", "1h"]).await;
+    let row = table
+        .lines()
+        .find(|l| l.contains(STOCK))
+        .unwrap_or_else(|| panic!("no row for {STOCK}:\n{table}"));
+    let cells: Vec<&str> = row
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(&cells[..5], ["inventory", "in", STOCK, "7", "1"], "{table}");
+    assert!(
+        cells[5].ends_with("ms") || cells[5].ends_with(" s"),
+        "avg {}",
+        cells[5]
+    );
+    assert!(cells[10].ends_with("ago)"), "last seen {}", cells[10]);
+    assert!(table.contains("inventory: 1 worker(s) running"), "{table}");
+    assert!(table.contains("registration: not registered"), "{table}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&run_omsc(&env, &["report", "--since", "7d", "--json"]).await)
+            .unwrap();
+    assert_eq!(json["since"], "1w");
+    assert_eq!(json["window"]["resolution"], "hour");
+    let endpoint = &json["endpoints"][0];
+    assert_eq!(endpoint["endpoint"], STOCK);
+    assert_eq!(endpoint["direction"], "in");
+    assert_eq!(endpoint["messages"], 7);
+    assert_eq!(endpoint["failures"], 1);
+    assert_eq!(endpoint["outcomes"]["applied"], 6);
+    assert_eq!(endpoint["outcomes"]["dead"], 1);
+    for q in ["avg", "p50", "p95", "p99"] {
+        assert!(endpoint[q].as_f64().unwrap() > 0.0, "{q}: {endpoint}");
+    }
+    assert!(endpoint["p50"].as_f64() <= endpoint["p99"].as_f64());
+    assert!(
+        endpoint["lag_avg"].as_f64().unwrap() > 0.0,
+        "deltas of 2026-01-01 lag"
+    );
+    assert_eq!(json["registration"], serde_json::Value::Null);
+    worker.stop().await;
+    env.teardown().await;
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_on_sigterm() {
+    let env = TestEnv::new().await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut process = env.spawn_binary("omsc-inventory", &[("OMSC_HTTP_ADDR", &addr.to_string())]);
+    wait_until("the worker to be ready", PATIENCE, || async {
+        http_get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let publisher = env.publisher().await;
+    let messages = (0..3).map(|i| (STOCK, delta(i), format!("d{i}")));
+    publisher.publish_all(messages, 16).await.unwrap();
+    let handled = [("endpoint", STOCK), ("module", "inventory")];
+    wait_until("3 messages in /metrics", PATIENCE, || async {
+        metric_value(
+            &http_get(addr, "/metrics").await.1,
+            "omsc_messages_total",
+            &handled,
+        ) == 3.0
+    })
+    .await;
+    wait_until("the queue depths to be sampled", PATIENCE, || async {
+        http_get(addr, "/metrics").await.1.contains(
+            r#"omsc_queue_messages{module="inventory",queue="connector.inventory.dead"} 0"#,
+        )
+    })
+    .await;
+    let text = http_get(addr, "/metrics").await.1;
+    for expected in [
+        r#"omsc_message_duration_seconds_bucket{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory",le="0.005"}"#,
+        r#"omsc_message_duration_seconds_count{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory"} 3"#,
+        r#"omsc_source_lag_seconds{endpoint="magento.inventory.aggregate_stock_management.updated"}"#,
+        r#"omsc_last_message_timestamp_seconds{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory"}"#,
+        r#"omsc_stock_rows_total{outcome="applied"} 3"#,
+        r#"omsc_ready{module="inventory"} 1"#,
+        r#"omsc_queue_messages{module="inventory",queue="connector.inventory"} 0"#,
+        "# TYPE omsc_message_duration_seconds histogram",
+        "# TYPE omsc_source_lag_seconds gauge",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    let last = metric_value(&text, "omsc_last_message_timestamp_seconds", &handled);
+    assert!(
+        (Utc::now().timestamp() as f64 - last).abs() < 120.0,
+        "{last}"
+    );
+
+    // The default flush is a minute away: only the flush at shutdown can have written them.
+    assert_eq!(totals(&env, "minute", STOCK).await, (0, 0));
+    let pid = process.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(PATIENCE, process.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(totals(&env, "minute", STOCK).await, (3, 3));
+    env.teardown().await;
+}
+
+/// Chromium, as Debian installs it (`scripts/browser.sh` does when run as root).
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    });
+    path.expect("Chromium is missing: run scripts/browser.sh (make test does)")
+}
+
+/// Runs headless Chromium on `url` with `extra` flags; returns its standard output.
+async fn browse(url: &str, extra: &[String]) -> String {
+    let profile = std::env::temp_dir().join(format!(
+        "omsc-chromium-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut command = tokio::process::Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+        .await
+        .expect("Chromium did not finish within 90 s")
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The points drawn for `series` in the charts of `html` (every polyline of that series).
+fn points(html: &str, series: &str) -> usize {
+    let marker = format!(r#"data-series="{series}" points=""#);
+    html.match_indices(&marker)
+        .map(|(at, _)| {
+            let rest = &html[at + marker.len()..];
+            let end = rest.find('"').unwrap();
+            rest[..end].split_whitespace().count()
+        })
+        .sum()
+}
+
+/// The part of the page that holds the charts of one endpoint.
+fn charts_of<'a>(html: &'a str, endpoint: &str) -> &'a str {
+    let marker = format!(r#"class="cards endpoint-charts" data-endpoint="{endpoint}""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no charts for {endpoint}"));
+    let rest = &html[start + marker.len()..];
+    let end = rest.find("endpoint-charts").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[tokio::test]
+async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
+    let env = TestEnv::new().await;
+    let now = Utc::now();
+    let minute = |ago: i64| Resolution::Minute.floor(now) - TimeDelta::minutes(ago);
+    let mut pending = Pending::default();
+    for ago in [40, 12, 3] {
+        pending.endpoints.insert(
+            key(minute(ago), Direction::In, STOCK, "applied"),
+            tally(minute(ago), &[0.002, 0.004, 0.03]),
+        );
+    }
+    pending.endpoints.insert(
+        key(minute(12), Direction::In, STOCK, "dead"),
+        tally(minute(12), &[0.001]),
+    );
+    pending.endpoints.insert(
+        key(minute(5), Direction::Out, "order.create", "sent"),
+        tally(minute(5), &[1.5]),
+    );
+    pending.gauges.insert(
+        (minute(3), "inventory", gauges::QUEUE_DEAD),
+        runtime::stats::GaugeSample {
+            max: 1,
+            last: 1,
+            at: minute(3),
+        },
+    );
+    write(&env, &pending, now).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = omsc::report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (status, _) = http_get(addr, "/").await;
+    assert_eq!(status, 401, "the token is required");
+    let (status, page) = http_get(addr, "/?token=s3cret").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("not registered"));
+
+    env.db
+        .batch_execute(
+            "CREATE TABLE connector_registration (id text, url text, secret text);
+             INSERT INTO connector_registration VALUES ('commerce-1', 'https://shop.example/oms', 'hush');",
+        )
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/?since=1h&token=s3cret");
+    let dom = browse(&url, &["--dump-dom".into()]).await;
+
+    assert!(dom.contains("oms-connector · system report"), "{dom}");
+    for endpoint in [STOCK, "order.create"] {
+        assert!(
+            dom.contains(&format!(r#"<tr class="endpoint"#))
+                && dom.contains(&format!(r#"data-endpoint="{endpoint}""#)),
+            "no row for {endpoint}"
+        );
+    }
+    assert!(
+        dom.contains("https://shop.example/oms"),
+        "the registration is shown"
+    );
+    assert!(!dom.contains("hush"), "secrets are not");
+
+    let periods = Window::last(TimeDelta::hours(1), now).periods().len();
+    assert_eq!(periods, 60);
+    let stock = charts_of(&dom, STOCK);
+    assert_eq!(
+        points(stock, "messages"),
+        periods,
+        "throughput: one point a minute"
+    );
+    assert_eq!(points(stock, "failures"), periods);
+    for q in ["p50", "p95", "p99"] {
+        assert_eq!(
+            points(stock, q),
+            3,
+            "{q}: one point per minute with traffic"
+        );
+    }
+    let export = charts_of(&dom, "order.create");
+    assert_eq!(points(export, "messages"), periods);
+    assert_eq!(points(export, "p99"), 1);
+    assert!(
+        dom.contains(r#"data-series="dead-letter queue""#),
+        "the dead-letter queue is drawn"
+    );
+
+    let shots = std::env::temp_dir().join(format!("omsc-report-{}.png", rand::random::<u32>()));
+    browse(
+        &url,
+        &[
+            format!("--screenshot={}", shots.display()),
+            "--window-size=1400,2000".into(),
+            "--hide-scrollbars".into(),
+        ],
+    )
+    .await;
+    let png = std::fs::read(&shots).unwrap();
+    let _ = std::fs::remove_file(&shots);
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+
+    server.abort();
+    env.teardown().await;
+}
