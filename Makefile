@@ -24,7 +24,8 @@ run: services ## Start the connector: migrate, then every module in the foregrou
 	./target/release/omsc run --all
 
 .PHONY: test
-test: services ## Run every test against the local PostgreSQL and RabbitMQ
+test: services ## Run every test against the local PostgreSQL and RabbitMQ (and Chromium)
+	@scripts/browser.sh >/dev/null
 	$(CARGO) build --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
@@ -47,9 +48,17 @@ bench-quick: services ## A short benchmark run (smoke test; figures are indicati
 	$(BIN_DIR)/omsc bench --quick
 
 .PHONY: check
-check: ## Formatting and lints (warnings are errors)
+check: check-deploy ## Formatting and lints (warnings are errors), and the deploy/ files
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: check-deploy
+check-deploy: ## Validate the alert rules (promtool) and the Grafana dashboard (JSON schema)
+	@scripts/check-deploy.sh
+
+.PHONY: report-screenshot
+report-screenshot: services ## Run the connector under simulated load and take docs/report.png
+	@scripts/report-screenshot.sh
 
 .PHONY: ci
 ci: check test ## What CI runs

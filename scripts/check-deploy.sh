@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Validates what deploy/ gives operators: the Prometheus alert rules (promtool check and unit
+# tests), and the Grafana dashboard (against deploy/grafana/dashboard.schema.json, and every
+# PromQL expression of its panels parsed by promtool). Installs Debian's prometheus (for
+# promtool) and python3-jsonschema when missing and this runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'check-deploy: %s\n' "$*" >&2; }
+
+install() { # package
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+    say "installing $1 from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "$1" >/dev/null ||
+        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$1" >/dev/null; }
+}
+
+need() { # command package
+    command -v "$1" >/dev/null && return 0
+    install "$2"
+    command -v "$1" >/dev/null || { say "$1 is missing; install the Debian package $2"; exit 1; }
+}
+
+need promtool prometheus
+need python3 python3
+if ! python3 -c 'import jsonschema' 2>/dev/null; then
+    install python3-jsonschema
+    python3 -c 'import jsonschema' 2>/dev/null ||
+        { say "jsonschema is missing; install the Debian package python3-jsonschema"; exit 1; }
+fi
+
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+python3 - deploy/grafana/dashboard.schema.json deploy/grafana/*.json "$scratch/panels.yml" <<'PY'
+import json, sys
+import jsonschema
+
+schema_path, *dashboards, out = sys.argv[1:]
+schema = json.load(open(schema_path))
+exprs = []
+for path in dashboards:
+    if path == schema_path:
+        continue
+    dashboard = json.load(open(path))
+    jsonschema.validate(dashboard, schema)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), f"{path}: panel ids repeat"
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            # Grafana's variables, as Prometheus would see them once substituted.
+            expr = target["expr"].replace("$__rate_interval", "5m").replace("$module", ".*")
+            exprs.append((f"{path}: {panel['title']} {target['refId']}", expr))
+    print(f"{path}: valid ({len(ids)} panels)")
+# Every panel's query as a recording rule, so that promtool parses it.
+with open(out, "w") as f:
+    f.write("groups:\n  - name: dashboard-queries\n    rules:\n")
+    for i, (where, expr) in enumerate(exprs):
+        f.write(f"      # {where}\n      - record: dashboard:query_{i}\n        expr: {json.dumps(expr)}\n")
+PY
+promtool check rules "$scratch/panels.yml" >/dev/null
+say "alert rules, their tests and the dashboard are valid"
