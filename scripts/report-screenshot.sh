@@ -36,6 +36,6 @@ done
 sleep 8
 "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
-    --user-data-dir="$profile" --hide-scrollbars --window-size=1400,1700 \
+    --user-data-dir="$profile" --hide-scrollbars --window-size=1400,1250 \
     --screenshot="$out" "http://127.0.0.1:$port/?since=1h" 2>/dev/null
 echo "wrote $out"
