@@ -12,7 +12,7 @@ out=${1:-docs/report.png}
 waves=${WAVES:-4}
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/omsc_report_demo
 export OMSC_PREFIX=report-demo.
-export OMSC_HTTP_ADDR=127.0.0.1:0
+export OMSC_HTTP_ADDR=127.0.0.1:19467
 export OMSC_STATS_FLUSH_SECS=5
 export RUST_LOG=warn
 chromium=$(scripts/browser.sh)
@@ -29,8 +29,13 @@ $omsc report --serve --listen "127.0.0.1:$port" >/dev/null & server=$!
 profile=$(mktemp -d)
 trap 'kill $worker $server 2>/dev/null; rm -rf "$profile"' EXIT
 
+# The workers declare the exchanges and queues: publish once they consume.
+for ((i = 0; i < 300; i++)); do
+    curl -fs "http://$OMSC_HTTP_ADDR/readyz" >/dev/null && break
+    sleep 0.2
+done
 for ((wave = 1; wave <= waves; wave++)); do
-    $omsc simulate stock --exports $((wave * 150)) --skus 400 --seed "$wave" --shuffle
+    $omsc simulate stock --exports $((wave * 150)) --skus 400 --chunk-size 50 --seed "$wave" --shuffle
     [ "$wave" -lt "$waves" ] && sleep 60
 done
 sleep 8
