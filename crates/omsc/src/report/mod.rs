@@ -84,8 +84,7 @@ impl Report {
             .context("reading workers")?;
         let registration = query::registration(client)
             .await
-            .context("reading the registration")?
-            .filter(|r| !r.rows.is_empty());
+            .context("reading the registration")?;
         Ok(Self {
             generated_at: now,
             since: format_span(since),

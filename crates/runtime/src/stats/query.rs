@@ -186,14 +186,14 @@ const WORKERS: &str = "
      WHERE last_seen_at >= $1
      ORDER BY module, last_seen_at DESC";
 
-/// A table or view in the current schema whose name speaks of registration.
+/// Tables or views in the current schema whose name speaks of registration.
 const FIND_REGISTRATION: &str = "
     SELECT c.relname::text
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'v', 'm')
        AND c.relname LIKE '%registration%'
      ORDER BY c.relname
-     LIMIT 1";
+     LIMIT 5";
 
 /// Per endpoint over `window`, sorted by module, direction, endpoint.
 pub async fn summaries(
@@ -413,30 +413,31 @@ pub async fn workers(
         .collect())
 }
 
-/// The registration table's rows, if the database has one (a module that registers the
-/// connector with the OMS keeps it); `None` otherwise.
+/// The rows of the first registration table that has any (a module that registers the
+/// connector with the OMS keeps one); `None` when there is no such table or it is empty.
 pub async fn registration(
     client: &tokio_postgres::Client,
 ) -> Result<Option<Registration>, tokio_postgres::Error> {
-    let Some(found) = client.query_opt(FIND_REGISTRATION, &[]).await? else {
-        return Ok(None);
-    };
-    let table: String = found.get(0);
-    // The name comes from the catalog, not from a user; quoted as an identifier all the same.
-    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-    let rows = client
-        .query(&format!("SELECT to_jsonb(r) FROM {quoted} r LIMIT 20"), &[])
-        .await?;
-    Ok(Some(Registration {
-        table,
-        rows: rows
+    for found in client.query(FIND_REGISTRATION, &[]).await? {
+        let table: String = found.get(0);
+        // The name comes from the catalog, not from a user; quoted as an identifier all the
+        // same.
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        let rows = client
+            .query(&format!("SELECT to_jsonb(r) FROM {quoted} r LIMIT 20"), &[])
+            .await?;
+        let rows: Vec<_> = rows
             .iter()
             .filter_map(|r| match r.get::<_, serde_json::Value>(0) {
                 serde_json::Value::Object(map) => Some(map),
                 _ => None,
             })
-            .collect(),
-    }))
+            .collect();
+        if !rows.is_empty() {
+            return Ok(Some(Registration { table, rows }));
+        }
+    }
+    Ok(None)
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
