@@ -392,7 +392,7 @@ async fn the_report_shows_a_workers_real_traffic_as_a_table_and_as_json() {
     let json: serde_json::Value =
         serde_json::from_str(&run_omsc(&env, &["report", "--since", "7d", "--json"]).await)
             .unwrap();
-    assert_eq!(json["since"], "1w");
+    assert_eq!(json["since"], "7d");
     assert_eq!(json["window"]["resolution"], "hour");
     let endpoint = &json["endpoints"][0];
     assert_eq!(endpoint["endpoint"], STOCK);

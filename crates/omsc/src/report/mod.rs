@@ -180,10 +180,10 @@ pub fn parse_span(text: &str) -> Result<TimeDelta, String> {
     Ok(span)
 }
 
-/// The shortest way to write a span (`1h`, `7d`, `90m`).
+/// The shortest way to write a span in days, hours, minutes or seconds (`1h`, `7d`, `90m`).
 pub fn format_span(span: TimeDelta) -> String {
     let s = span.num_seconds();
-    for (unit, secs) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
         if s >= secs && s % secs == 0 {
             return format!("{}{unit}", s / secs);
         }
@@ -235,6 +235,7 @@ mod tests {
         assert!(parse_span("0h").is_err());
         assert!(parse_span("h").is_err());
         assert_eq!(format_span(TimeDelta::hours(24)), "1d");
+        assert_eq!(format_span(TimeDelta::weeks(1)), "7d");
         assert_eq!(format_span(TimeDelta::minutes(90)), "90m");
     }
 
