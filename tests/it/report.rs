@@ -664,3 +664,72 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
     server.abort();
     env.teardown().await;
 }
+
+/// An outbox module whose rows have nothing left to send.
+struct Settled;
+
+impl runtime::outbox::OutboxHandler for Settled {
+    fn module(&self) -> &'static str {
+        "probe"
+    }
+
+    async fn build<'a>(
+        &'a self,
+        _client: &'a deadpool_postgres::Client,
+        _row: &'a runtime::outbox::OutboxRow,
+    ) -> Result<runtime::outbox::Built, runtime::outbox::BuildError> {
+        Ok(runtime::outbox::Built::Nothing)
+    }
+}
+
+#[tokio::test]
+async fn outbox_rows_are_reported_as_outbound_with_their_backlog() {
+    let env = TestEnv::new().await;
+    env.db
+        .batch_execute(
+            "SELECT omsc_outbox_add('probe', 'order.create', 'o-1');
+             SELECT omsc_outbox_add('probe', 'order.create', 'o-2');
+             SELECT omsc_outbox_add('probe', 'order.cancel', 'o-1');",
+        )
+        .await
+        .unwrap();
+    let (config, _) = env.flags(&["--stats-flush-secs=0.2"]);
+    let mut app = runtime::Runtime::build(config).await.unwrap();
+    app.add_outbox_relay(Settled);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let relay = tokio::spawn(app.run_until(async move { token.cancelled().await }));
+
+    let outbound = |s: &query::EndpointSummary| (s.direction, s.endpoint.clone(), s.messages);
+    wait_until("both topics to be reported", PATIENCE, || async {
+        let window = Window::last(TimeDelta::hours(1), Utc::now());
+        let s = query::summaries(&env.db, &window).await.unwrap();
+        s.iter().map(outbound).collect::<Vec<_>>()
+            == [
+                (Direction::Out, "order.cancel".to_owned(), 1),
+                (Direction::Out, "order.create".to_owned(), 2),
+            ]
+    })
+    .await;
+    let window = Window::last(TimeDelta::hours(1), Utc::now());
+    let summaries = query::summaries(&env.db, &window).await.unwrap();
+    assert!(
+        summaries
+            .iter()
+            .all(|s| s.module == "probe" && s.outcomes.get("nothing") == Some(&s.messages))
+    );
+    assert!(
+        summaries.iter().all(|s| s.p50.is_some()),
+        "a row's age is its latency"
+    );
+    wait_until("the backlog to be sampled", PATIENCE, || async {
+        let levels = query::gauges_latest(&env.db).await.unwrap();
+        levels
+            .iter()
+            .any(|l| l.module == "probe" && l.gauge == gauges::OUTBOX_PENDING && l.value == 0)
+    })
+    .await;
+    stop.cancel();
+    relay.await.unwrap().unwrap();
+    env.teardown().await;
+}
