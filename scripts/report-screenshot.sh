@@ -2,7 +2,10 @@
 # Takes docs/report.png: a screenshot of `omsc report --serve` after real traffic. Runs every
 # module (`omsc run --all`) on a database and queue prefix of its own, publishes a simulated
 # stock load in a few waves a minute apart (`omsc simulate stock`), then opens the page in
-# headless Chromium. Takes about four minutes. Needs the services (make services).
+# headless Chromium. Takes about four minutes. Needs the services (make services). The
+# database omsc_report_demo and the report-demo. queues stay for a look afterwards
+# (DATABASE_URL=postgres://postgres@127.0.0.1:5432/omsc_report_demo omsc report); the next
+# run starts them afresh.
 #
 # Usage: scripts/report-screenshot.sh [output.png]
 set -euo pipefail
