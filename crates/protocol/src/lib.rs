@@ -10,7 +10,10 @@
 pub mod envelope;
 pub mod inventory;
 pub mod lenient;
+pub mod logistics;
+pub mod money;
 mod rejection;
+pub mod sales;
 pub mod shipping;
 pub mod spec;
 
@@ -39,4 +42,13 @@ impl Default for Limits {
             max_sku_chars: 64,
         }
     }
+}
+
+/// Reads `params` into a wire struct; a shape serde cannot read (an array where an object
+/// belongs, a string where a list belongs) is a rejection that says where.
+pub(crate) fn parse_params<T: serde::de::DeserializeOwned>(
+    params: &serde_json::value::RawValue,
+) -> Result<T, Rejection> {
+    serde_json::from_str(params.get())
+        .map_err(|e| Rejection::new(format!("params are malformed: {e}")))
 }

@@ -34,6 +34,12 @@ pub struct Spec {
     pub enums: BTreeMap<String, Vec<String>>,
 }
 
+/// Keys the specification does not list but real senders write and readers expect, by
+/// struct. Commerce keys custom attributes as `attribute_code` as well as `name` (the
+/// captured order export carries both), and PROTOCOL.md asks to emit both.
+pub const ACCEPTED_EXTRA_KEYS: &[(&str, &str)] =
+    &[("magento.common.custom_attribute", "attribute_code")];
+
 /// The specification, parsed once.
 pub fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
@@ -51,7 +57,7 @@ impl Spec {
             return vec![format!("method {method} is not in the specification")];
         };
         let mut problems = Vec::new();
-        self.check_object(method, &m.arguments, params, &mut problems);
+        self.check_object(method, method, &m.arguments, params, &mut problems);
         problems
     }
 
@@ -59,7 +65,7 @@ impl Spec {
     pub fn check_struct(&self, name: &str, value: &Value) -> Vec<String> {
         let mut problems = Vec::new();
         match self.structs.get(name) {
-            Some(fields) => self.check_object(name, fields, value, &mut problems),
+            Some(fields) => self.check_object(name, name, fields, value, &mut problems),
             None => problems.push(format!("struct {name} is not in the specification")),
         }
         problems
@@ -68,6 +74,7 @@ impl Spec {
     fn check_object(
         &self,
         path: &str,
+        struct_name: &str,
         fields: &BTreeMap<String, Field>,
         value: &Value,
         problems: &mut Vec<String>,
@@ -88,7 +95,10 @@ impl Spec {
             }
         }
         for key in object.keys() {
-            if !fields.contains_key(key) {
+            let accepted = ACCEPTED_EXTRA_KEYS
+                .iter()
+                .any(|(s, k)| *s == struct_name && k == key);
+            if !fields.contains_key(key) && !accepted {
                 problems.push(format!("{path}.{key}: not a field of the specification"));
             }
         }
@@ -117,7 +127,7 @@ impl Spec {
             "mixed" | "" => true,
             named => {
                 if let Some(fields) = self.structs.get(named) {
-                    self.check_object(path, fields, value, problems);
+                    self.check_object(path, named, fields, value, problems);
                     true
                 } else if let Some(values) = self.enums.get(named) {
                     value
