@@ -109,9 +109,10 @@ struct RunArgs {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Module {
     Inventory,
+    Sales,
 }
 
-const ALL_MODULES: &[Module] = &[Module::Inventory];
+const ALL_MODULES: &[Module] = &[Module::Inventory, Module::Sales];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -159,6 +160,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for module in modules {
         match module {
             Module::Inventory => inventory::install(&mut app, &args.inventory)?,
+            Module::Sales => sales::install(&mut app)?,
         }
     }
     tracing::info!(http = %app.http_addr(), methods = app.consumed_methods().len(), "oms-connector starting");

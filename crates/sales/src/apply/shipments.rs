@@ -1,0 +1,110 @@
+//! `customer_shipment_done`: one physical shipment with its lines and parcels. A shipment is
+//! stored once (by the OMS's id, or by a digest of its content when it sends none); each line
+//! is one unit and ships once, so partial shipments add up line by line and a shipment of a
+//! line already shipped is one of more units than were ordered.
+
+use deadpool_postgres::Transaction;
+use protocol::logistics::Shipment;
+use runtime::Outcome;
+
+use super::lines;
+
+/// The key of a shipment: `id:<OMS id>`, or `content:<md5 of its content>`.
+const EXISTING: &str = "
+    SELECT id FROM sales_shipments
+     WHERE order_id = $1 AND shipment_key = coalesce('id:' || $2, 'content:' || md5($3))";
+
+const ALREADY_SHIPPED: &str = "
+    SELECT line_id, shipment_id FROM sales_shipment_lines
+     WHERE order_id = $1 AND line_id = ANY ($2::text[]) ORDER BY line_id";
+
+const SHIPMENT: &str = "
+    INSERT INTO sales_shipments (order_id, shipment_key, oms_shipment_id, source_id, method,
+                                 shipped_at)
+    VALUES ($1, coalesce('id:' || $2, 'content:' || md5($3)), $2, $4, $5, $6)
+    RETURNING id";
+
+const SHIPMENT_LINES: &str = "
+    INSERT INTO sales_shipment_lines (order_id, line_id, shipment_id)
+    SELECT $1, l, $2 FROM unnest($3::text[]) AS l";
+
+const PACKAGES: &str = "
+    INSERT INTO sales_shipment_packages (shipment_id, package_id, carrier, tracking_number,
+                                         tracking_link, tracking_comment, line_numbers)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (shipment_id, package_id) DO NOTHING";
+
+pub async fn apply(
+    tx: &Transaction<'_>,
+    shipment: &Shipment,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let order_id = shipment.order_id.as_str();
+    let lines = lines::load(tx, order_id).await?;
+    let shipped = match lines::resolve(&lines, order_id, &shipment.lines) {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    let content = shipment.content();
+    let existing = tx.prepare_cached(EXISTING).await?;
+    if tx
+        .query_opt(&existing, &[&order_id, &shipment.shipment_id, &content])
+        .await?
+        .is_some()
+    {
+        return Ok(Outcome::Stale);
+    }
+    let line_ids: Vec<&str> = shipped.iter().map(|l| l.line_id.as_str()).collect();
+    let already = tx.prepare_cached(ALREADY_SHIPPED).await?;
+    if let Some(row) = tx.query(&already, &[&order_id, &line_ids]).await?.first() {
+        let line_id: String = row.get(0);
+        let earlier: i64 = row.get(1);
+        let sku = shipped
+            .iter()
+            .find(|l| l.line_id == line_id)
+            .map_or("", |l| l.sku.as_str());
+        return Ok(Outcome::Reject(format!(
+            "order {order_id}: line {line_id:?} ({sku}) already shipped in shipment {earlier}; \
+             this shipment ships more units than were ordered"
+        )));
+    }
+    let insert = tx.prepare_cached(SHIPMENT).await?;
+    let id: i64 = tx
+        .query_one(
+            &insert,
+            &[
+                &order_id,
+                &shipment.shipment_id,
+                &content,
+                &shipment.source_id,
+                &shipment.method,
+                &shipment.shipped_at,
+            ],
+        )
+        .await?
+        .get(0);
+    let add_lines = tx.prepare_cached(SHIPMENT_LINES).await?;
+    tx.execute(&add_lines, &[&order_id, &id, &line_ids]).await?;
+    let packages = tx.prepare_cached(PACKAGES).await?;
+    for (i, p) in shipment.packages.iter().enumerate() {
+        let package_id = p.id.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        let numbers: Vec<i32> = p
+            .line_numbers
+            .iter()
+            .map(|n| i32::try_from(*n).unwrap_or(i32::MAX))
+            .collect();
+        tx.execute(
+            &packages,
+            &[
+                &id,
+                &package_id,
+                &p.carrier,
+                &p.tracking_number,
+                &p.tracking_link,
+                &p.tracking_comment,
+                &numbers,
+            ],
+        )
+        .await?;
+    }
+    Ok(Outcome::Applied)
+}

@@ -1,0 +1,30 @@
+//! The sales module: each new order goes to the OMS once (the outbox relay), and every later
+//! fact about it comes back (the consumer of `connector.sales`): statuses, cancellations,
+//! custom attributes, shipments with their tracking, and captures as invoices.
+
+pub mod apply;
+pub mod export;
+mod handler;
+pub mod relay;
+pub mod status;
+
+use runtime::{QueueSpec, Runtime};
+
+pub use handler::{SalesHandler, SalesMessage};
+pub use relay::SalesOutbox;
+
+/// The module's name: the `module` label of its metrics and its outbox rows' `module`.
+pub const MODULE: &str = "sales";
+
+/// The module's queue (contract).
+pub const QUEUE: QueueSpec = QueueSpec {
+    name: "connector.sales",
+    oms_bindings: &["magento.sales.#", "magento.logistics.#"],
+};
+
+/// Adds the sales consumer and the sales outbox relay to a runtime.
+pub fn install(runtime: &mut Runtime) -> anyhow::Result<()> {
+    runtime.add_consumer(QUEUE, SalesHandler);
+    runtime.add_outbox_relay(SalesOutbox);
+    Ok(())
+}
