@@ -8,4 +8,8 @@ mod helpers;
 mod outbox;
 mod proxy;
 mod report;
+mod sales;
+mod sales_bad_input;
+mod sales_export;
+mod sales_support;
 mod stock;

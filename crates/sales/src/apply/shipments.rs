@@ -44,6 +44,16 @@ pub async fn apply(
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
+    if let Some((i, line)) = shipped
+        .iter()
+        .enumerate()
+        .find(|(i, l)| shipped[..*i].iter().any(|e| e.line_id == l.line_id))
+    {
+        return Ok(Outcome::Reject(format!(
+            "shipment.items[{i}]: line {:?} is listed twice; a line is one unit and ships once",
+            line.line_id
+        )));
+    }
     let content = shipment.content();
     let existing = tx.prepare_cached(EXISTING).await?;
     if tx
