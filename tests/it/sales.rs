@@ -10,8 +10,7 @@ use serde_json::json;
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
 use crate::sales_support::{
-    OmsInbox, end_state, oms_publisher, outcomes, place_all, publish, start_sales,
-    take_dead_letters, wait_exported,
+    OmsInbox, end_state, oms_publisher, outcomes, place_all, publish, start_sales, wait_exported,
 };
 
 fn spec(orders: usize) -> OrdersSpec {
@@ -38,7 +37,7 @@ async fn run_lifecycle(orders: &[SimOrder], messages: &[&OmsMessage]) -> Vec<Str
         settled().await == messages.len() as f64
     })
     .await;
-    assert!(take_dead_letters(&env).await.is_empty());
+    env.assert_no_dead_letters().await;
     let state = end_state(&env).await;
     worker.stop().await;
     env.teardown().await;
@@ -225,7 +224,7 @@ async fn a_partial_shipment_in_two_parts_captures_and_invoices_each_part() {
         2.0,
         "the repeated shipment, and B's first update after its newer second"
     );
-    assert!(take_dead_letters(&env).await.is_empty());
+    env.assert_no_dead_letters().await;
     worker.stop().await;
     env.teardown().await;
 }
@@ -376,7 +375,7 @@ async fn an_update_for_an_order_of_another_sales_channel_is_ignored_and_counted(
         .unwrap()
         .get(0);
     assert_eq!(messages, 2);
-    assert!(take_dead_letters(&env).await.is_empty());
+    env.assert_no_dead_letters().await;
     worker.stop().await;
     env.teardown().await;
 }
@@ -419,7 +418,7 @@ async fn an_update_racing_ahead_of_its_order_is_retried_until_the_order_is_there
             == "LOGISTICS"
     })
     .await;
-    assert!(take_dead_letters(&env).await.is_empty());
+    env.assert_no_dead_letters().await;
     worker.stop().await;
     env.teardown().await;
 }

@@ -8,9 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
-use crate::sales_support::{
-    OmsInbox, expect_dead_letters, oms_publisher, outcomes, place_all, wait_exported,
-};
+use crate::sales_support::{OmsInbox, oms_publisher, outcomes, place_all, wait_exported};
 
 const ORDER: &str = "BAD-1";
 
@@ -209,7 +207,7 @@ async fn every_bad_sales_message_is_dead_lettered_with_its_reason_and_the_rest_a
     ));
     publisher.publish_all(messages, 64).await.unwrap();
 
-    let letters = expect_dead_letters(&env, bad.len() as u32).await;
+    let letters = env.expect_dead_letters(bad.len()).await;
     for (_, body, expected) in &bad {
         let letter = letters
             .iter()

@@ -3,17 +3,12 @@
 //! the sales tables in a form that can be compared between runs.
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use omsc::simulate::orders::{self, OmsMessage, SimOrder};
 use omsc::simulate::publish::OmsPublisher;
-use runtime::incoming::{REASON_HEADER, header_string};
 
-use crate::helpers::{AMQP_URL, DeadLetter, PATIENCE, TestEnv, Worker, amqp, wait_until};
-
-pub const SALES_QUEUE: &str = "connector.sales";
+use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, Worker, amqp, wait_until};
 
 pub async fn start_sales(env: &TestEnv) -> Worker {
     env.start_runtime(&[], |app| sales::install(app).unwrap())
@@ -158,43 +153,6 @@ pub async fn wait_exported(env: &TestEnv, count: i64) {
         row.get::<_, i64>(0) == count && row.get::<_, i64>(1) == 0
     })
     .await;
-}
-
-/// Takes every message of the sales dead-letter queue.
-pub async fn take_dead_letters(env: &TestEnv) -> Vec<DeadLetter> {
-    let connection = amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    let queue = env.queue(&format!("{SALES_QUEUE}.dead"));
-    let mut letters = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let headers = message
-            .delivery
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_default();
-        letters.push(DeadLetter {
-            body: message.delivery.data.clone(),
-            reason: header_string(&headers, REASON_HEADER).unwrap_or_default(),
-            endpoint: String::new(),
-        });
-    }
-    letters
-}
-
-pub async fn expect_dead_letters(env: &TestEnv, n: u32) -> Vec<DeadLetter> {
-    let dead = format!("{SALES_QUEUE}.dead");
-    wait_until(&format!("{n} dead letters"), PATIENCE, || async {
-        env.depth(&dead).await >= n
-    })
-    .await;
-    let letters = take_dead_letters(env).await;
-    assert_eq!(letters.len() as u32, n, "dead letters: {letters:?}");
-    letters
 }
 
 /// The sales tables as text, without serial ids or connector clocks: equal for two
