@@ -83,10 +83,31 @@ async fn sample(
                     .queue_messages
                     .with_label_values(&[module, &label])
                     .set(depth);
-                shared.stats.gauge(module, gauge, depth);
+                // Dead letters wait for a person in the dead-letter store; the `.dead` queue
+                // only holds the ones on their way there.
+                let waiting = if gauge == gauges::QUEUE_DEAD {
+                    depth + open_dead_letters(shared, spec.name).await
+                } else {
+                    depth
+                };
+                shared.stats.gauge(module, gauge, waiting);
                 let _ = amqp::within("closing", channel.close(200, "sampled".into())).await;
             }
         }
     }
     Ok(())
+}
+
+/// Dead letters of a queue stored and neither replayed nor discarded.
+async fn open_dead_letters(shared: &Shared, queue: &str) -> i64 {
+    let Ok(client) = shared.pool.get().await else {
+        return 0;
+    };
+    client
+        .query_one(
+            "SELECT count(*) FROM dead_letters WHERE queue = $1 AND status = 'open'",
+            &[&queue],
+        )
+        .await
+        .map_or(0, |row| row.get(0))
 }
