@@ -12,4 +12,5 @@ mod sales;
 mod sales_bad_input;
 mod sales_export;
 mod sales_support;
+mod secrets;
 mod stock;

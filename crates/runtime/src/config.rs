@@ -7,7 +7,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 /// Settings of the runtime. Module settings live in each module's own `Args`.
-#[derive(Debug, Clone, Args)]
+///
+/// `Debug` hides the passwords of the connection URLs: a configuration printed in a log or an
+/// error never carries a secret.
+#[derive(Clone, Args)]
 pub struct RuntimeConfig {
     /// PostgreSQL connection URL of the commerce database (`sslmode` is honoured).
     #[arg(
@@ -62,6 +65,23 @@ pub struct RuntimeConfig {
     /// Log format.
     #[arg(long, env = "OMSC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("prefix", &self.prefix)
+            .field("http_addr", &self.http_addr)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("declare_topology", &self.declare_topology)
+            .field("queue_type", &self.queue_type)
+            .field("migrate", &self.migrate)
+            .field("consume", &self.consume)
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the consume loop batches, retries and bounds what it holds.
@@ -172,6 +192,27 @@ fn redact_query(tail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_configuration_carries_no_password() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            runtime: RuntimeConfig,
+        }
+        let cli = Cli::parse_from([
+            "omsc",
+            "--database-url=postgres://app:pg-Secret-1@db/omsc",
+            "--amqp-url=amqps://app:mq-Secret-2@mq/%2f",
+        ]);
+        let printed = format!("{:?}", cli.runtime);
+        assert!(
+            !printed.contains("pg-Secret-1") && !printed.contains("mq-Secret-2"),
+            "{printed}"
+        );
+        assert!(printed.contains("postgres://app:***@db/omsc"), "{printed}");
+    }
 
     #[test]
     fn redaction_hides_passwords_and_keeps_the_rest() {

@@ -171,6 +171,12 @@ impl Runtime {
         let shared = self.shared.clone();
         let mut starters = self.starters;
         starters.extend(stats_tasks(self.queues));
+        if !starters.is_empty() {
+            starters.push((
+                "database watch".to_owned(),
+                Box::new(|shared, shutdown| Box::pin(watch_database(shared, shutdown))),
+            ));
+        }
         let start = {
             let token = token.clone();
             let tracker = tracker.clone();
@@ -233,6 +239,54 @@ fn stats_tasks(queues: Vec<(&'static str, QueueSpec)>) -> Vec<(String, Starter)>
         ));
     }
     tasks
+}
+
+/// Readiness component `database`: the pool answers a trivial query. Consumers notice an
+/// outage when they next apply a batch; this notices it on an idle worker too, so a rollout
+/// waits for a worker that can actually reach its database.
+async fn watch_database(shared: Shared, shutdown: CancellationToken) {
+    const COMPONENT: &str = "database";
+    const EVERY: Duration = Duration::from_secs(2);
+    shared.health.register(COMPONENT);
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reachable = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ping = async {
+            let client = shared.pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let result = match tokio::time::timeout(EVERY, ping).await {
+            Ok(result) => result,
+            Err(_) => Err("no answer within 2s".to_owned()),
+        };
+        match result {
+            Ok(()) => {
+                if !reachable {
+                    tracing::info!("database reachable again");
+                }
+                reachable = true;
+                shared.health.set(COMPONENT, true, "reachable");
+            }
+            Err(e) => {
+                if reachable {
+                    tracing::warn!(error = %e, "database unavailable");
+                }
+                reachable = false;
+                shared
+                    .health
+                    .set(COMPONENT, false, format!("database unavailable: {e}"));
+            }
+        }
+    }
 }
 
 async fn migrate_when_available(database_url: &str, token: &CancellationToken) {

@@ -1,0 +1,184 @@
+//! Secrets never appear in logs, metrics, health answers, errors or the report: a worker runs
+//! with passwords in both of its URLs, at the most verbose log level, through failures that
+//! make it log errors, and everything it says is searched for them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::helpers::{PATIENCE, TestEnv, binary, http_get, wait_until};
+use crate::proxy::{Mode, Proxy};
+
+/// A broker user with a password of its own, removed when dropped.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    fn create() -> Self {
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let user = Self {
+            name: format!("omsc_it_{tag}"),
+            password: format!("Mq-Pass-{tag}"),
+        };
+        rabbitmqctl(&["add_user", &user.name, &user.password]);
+        rabbitmqctl(&["set_permissions", "-p", "/", &user.name, ".*", ".*", ".*"]);
+        user
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "delete_user", &self.name])
+            .output();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl manages the local broker's users for this test");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
+    let env = TestEnv::new().await;
+    let user = BrokerUser::create();
+    let pg_password = format!("Pg-Pass-{:08x}", rand::random::<u32>());
+    let db_proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mq_proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    // PostgreSQL trusts local connections, so any password is accepted and carried along.
+    let database_url = env.database_url.replace(
+        "postgres@127.0.0.1:5432",
+        &format!("postgres:{pg_password}@{}", db_proxy.addr),
+    );
+    let amqp_url = format!(
+        "amqp://{}:{}@{}/%2f",
+        user.name, user.password, mq_proxy.addr
+    );
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut worker = tokio::process::Command::new(binary("omsc-inventory"))
+        .env("DATABASE_URL", &database_url)
+        .env("AMQP_URL", &amqp_url)
+        .env("OMSC_PREFIX", &env.prefix)
+        .env("OMSC_HTTP_ADDR", &http)
+        .env("RUST_LOG", "trace")
+        .env("RUST_BACKTRACE", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read what the worker writes as it writes it (a full pipe would stall it).
+    let mut stderr = worker.stderr.take().unwrap();
+    let mut stdout = worker.stdout.take().unwrap();
+    let stderr_reader = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let stdout_reader = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text).await;
+        text
+    });
+    let address: std::net::SocketAddr = http.parse().unwrap();
+    wait_until("the worker to be ready", PATIENCE, || async {
+        http_get(address, "/readyz").await.0 == 200
+    })
+    .await;
+
+    let publisher = env.publisher().await;
+    publisher
+        .publish_raw(
+            "magento.inventory.aggregate_stock_management.updated",
+            b"not json, to be dead-lettered",
+        )
+        .await
+        .unwrap();
+    env.expect_dead_letters(1).await;
+
+    let mut said = Vec::new();
+    // Outages make the worker log its errors.
+    for proxy in [&db_proxy, &mq_proxy] {
+        proxy.set(Mode::Cut);
+        wait_until("the worker to notice", PATIENCE, || async {
+            http_get(address, "/readyz").await.0 == 503
+        })
+        .await;
+        said.push(http_get(address, "/readyz").await.1);
+        said.push(http_get(address, "/metrics").await.1);
+        proxy.set(Mode::Open);
+        wait_until("the worker to recover", PATIENCE, || async {
+            http_get(address, "/readyz").await.0 == 200
+        })
+        .await;
+    }
+    said.push(http_get(address, "/metrics").await.1);
+    said.push(http_get(address, "/healthz").await.1);
+
+    // Commands that fail on a bad URL say so without the secret.
+    let refused = tokio::process::Command::new(binary("omsc"))
+        .args(["migrate"])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres:{pg_password}@127.0.0.1:1/nowhere"),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    said.push(String::from_utf8_lossy(&refused.stderr).into_owned());
+    let report = tokio::process::Command::new(binary("omsc"))
+        .args(["report", "--since", "1h", "--json"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .await
+        .unwrap();
+    said.push(String::from_utf8_lossy(&report.stdout).into_owned());
+    said.push(String::from_utf8_lossy(&report.stderr).into_owned());
+
+    let pid = worker.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = stderr_reader.await.unwrap() + &stdout_reader.await.unwrap();
+    assert!(
+        logs.contains("database unavailable"),
+        "the outage was logged"
+    );
+    said.push(logs);
+
+    for (i, text) in said.iter().enumerate() {
+        for secret in [&pg_password, &user.password] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "output #{i} reveals a password:\n{text}"
+            );
+        }
+    }
+    env.teardown().await;
+}
