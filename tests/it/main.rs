@@ -14,3 +14,4 @@ mod sales_export;
 mod sales_support;
 mod secrets;
 mod stock;
+mod tls;

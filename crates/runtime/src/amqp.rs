@@ -50,14 +50,54 @@ pub enum PublishError {
     },
 }
 
-/// Connects with a connection name that shows up in the broker's management UI.
+/// Connects with a connection name that shows up in the broker's management UI. An
+/// `amqps://` URL may carry RabbitMQ's `cacertfile=<PEM file>` option to trust a private CA
+/// besides the system's (see [`crate::tls`]).
 pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connection> {
+    let (url, ca_file) = split_tls_options(url)?;
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: ca_file
+            .as_deref()
+            .map(crate::tls::read_ca_file)
+            .transpose()?,
+    };
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let runtime = lapin::runtime::default_runtime()?;
     within(
         "connecting",
-        Connection::connect(&with_default_heartbeat(url), props),
+        Connection::connect_with_config(&with_default_heartbeat(&url), props, tls, runtime),
     )
     .await
+}
+
+/// Takes RabbitMQ's TLS URI options off the URL: `cacertfile` is honoured; client
+/// certificates (`certfile`, `keyfile`) are refused rather than silently ignored.
+fn split_tls_options(url: &str) -> anyhow::Result<(String, Option<String>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut ca_file = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("cacertfile", value)) => ca_file = Some(value.to_owned()),
+            Some(("certfile" | "keyfile", _)) => anyhow::bail!(
+                "client certificates (certfile, keyfile) are not supported for the broker connection"
+            ),
+            Some(("verify", "verify_none")) => anyhow::bail!(
+                "verify=verify_none is not supported: the broker's certificate is always checked"
+            ),
+            Some(("verify" | "server_name_indication", _)) => {}
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, ca_file))
 }
 
 fn with_default_heartbeat(url: &str) -> String {
@@ -133,6 +173,19 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ca_file_option_is_taken_off_the_url() {
+        let (url, ca) =
+            split_tls_options("amqps://u:p@h/%2f?cacertfile=/ca.pem&heartbeat=5").unwrap();
+        assert_eq!(url, "amqps://u:p@h/%2f?heartbeat=5");
+        assert_eq!(ca.as_deref(), Some("/ca.pem"));
+        assert!(split_tls_options("amqps://h/%2f?certfile=/c.pem").is_err());
+        assert_eq!(
+            split_tls_options("amqp://h/%2f").unwrap(),
+            ("amqp://h/%2f".to_owned(), None)
+        );
+    }
 
     #[test]
     fn a_heartbeat_is_added_unless_the_url_sets_one() {

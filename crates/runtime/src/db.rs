@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::redact_url;
+use crate::tls;
 
 mod embedded {
     refinery::embed_migrations!("../../migrations");
@@ -59,18 +60,25 @@ pub fn classify_pool(error: &PoolError) -> DbFailure {
     }
 }
 
+/// A PostgreSQL server to connect to: the parsed configuration and the TLS connector its
+/// URL asks for (see [`crate::tls`]).
+#[derive(Clone)]
+pub struct PgTarget {
+    pub config: tokio_postgres::Config,
+    pub tls: MakeRustlsConnect,
+}
+
 /// Parses the database URL and adds what every connector session needs: its name, the
 /// `omsc.actor` mark that the ownership triggers check, and quick detection of dead peers.
-pub fn pg_config(
-    database_url: &str,
-    application_name: &str,
-) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = database_url.parse().with_context(|| {
+pub fn pg_config(database_url: &str, application_name: &str) -> anyhow::Result<PgTarget> {
+    let invalid = || {
         format!(
             "DATABASE_URL is not a valid PostgreSQL URL: {}",
             redact_url(database_url)
         )
-    })?;
+    };
+    let tls = tls::pg_tls(database_url).with_context(invalid)?;
+    let mut config: tokio_postgres::Config = tls.url.parse().with_context(invalid)?;
     config.application_name(application_name);
     let mut options = config.get_options().unwrap_or("").to_owned();
     if !options.is_empty() {
@@ -84,14 +92,18 @@ pub fn pg_config(
     config.keepalives_idle(Duration::from_secs(20));
     config.keepalives_interval(Duration::from_secs(5));
     config.keepalives_retries(3);
-    Ok(config)
+    let connector = MakeRustlsConnect::new(tls::pg_client_config(&tls)?);
+    Ok(PgTarget {
+        config,
+        tls: connector,
+    })
 }
 
 pub fn pool(database_url: &str, application_name: &str, size: usize) -> anyhow::Result<Pool> {
-    let config = pg_config(database_url, application_name)?;
+    let target = pg_config(database_url, application_name)?;
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -111,16 +123,14 @@ pub async fn connect(
     database_url: &str,
     application_name: &str,
 ) -> anyhow::Result<tokio_postgres::Client> {
-    let config = pg_config(database_url, application_name)?;
-    connect_with(&config)
+    let target = pg_config(database_url, application_name)?;
+    connect_with(&target)
         .await
         .with_context(|| format!("connecting to {}", redact_url(database_url)))
 }
 
-async fn connect_with(
-    config: &tokio_postgres::Config,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect_with(target: &PgTarget) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = target.config.connect(target.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -178,11 +188,12 @@ async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
         }
     }
     let name = config
+        .config
         .get_dbname()
         .context("DATABASE_URL names no database")?
         .to_owned();
     let mut admin = config.clone();
-    admin.dbname("postgres");
+    admin.config.dbname("postgres");
     let client = connect_with(&admin)
         .await
         .context("connecting to the postgres database to create the commerce database")?;

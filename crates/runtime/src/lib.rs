@@ -26,6 +26,7 @@ pub mod outbox;
 mod prefetch;
 pub mod stats;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 
 use std::future::Future;

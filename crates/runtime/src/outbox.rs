@@ -451,8 +451,8 @@ async fn listen_once(
     wake: &tokio::sync::mpsc::Sender<()>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = crate::db::pg_config(url, "omsc-outbox-listener")?;
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let target = crate::db::pg_config(url, "omsc-outbox-listener")?;
+    let (client, mut connection) = target.config.connect(target.tls).await?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let listen = client.batch_execute("LISTEN omsc_outbox");
     tokio::pin!(listen);
