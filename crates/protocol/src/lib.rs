@@ -7,6 +7,7 @@
 //!
 //! This crate does no I/O: it turns bytes into values and values into bytes, nothing else.
 
+pub mod catalog;
 pub mod envelope;
 pub mod inventory;
 pub mod lenient;
@@ -14,6 +15,7 @@ pub mod logistics;
 pub mod money;
 mod rejection;
 pub mod sales;
+pub mod service_bus;
 pub mod shipping;
 pub mod spec;
 
