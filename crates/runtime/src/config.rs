@@ -62,6 +62,9 @@ pub struct RuntimeConfig {
     #[command(flatten)]
     pub stats: crate::stats::StatsConfig,
 
+    #[command(flatten)]
+    pub registration: RegistrationConfig,
+
     /// Log format.
     #[arg(long, env = "OMSC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -79,6 +82,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)
             .field("consume", &self.consume)
+            .field("registration", &self.registration)
             .field("log_format", &self.log_format)
             .finish_non_exhaustive()
     }
@@ -141,6 +145,74 @@ impl ConsumeConfig {
             max_body_bytes: self.max_message_bytes,
             ..protocol::Limits::default()
         }
+    }
+}
+
+/// How the connector announces itself to the OMS (`magento.service_bus.remote.register`).
+#[derive(Debug, Clone, Args)]
+pub struct RegistrationConfig {
+    /// Register with the OMS when a worker starts (the registration covers every module that
+    /// ever started against this database; see `omsc status`). Sent again only when what it
+    /// says changed.
+    #[arg(long = "register", env = "OMSC_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub register_on_start: bool,
+
+    /// The connector's id at the OMS.
+    #[arg(long, env = "OMSC_CONNECTOR_ID", default_value = "oms-connector")]
+    pub connector_id: String,
+
+    /// The URL the OMS calls back (left out of the registration when empty).
+    #[arg(long, env = "OMSC_CALLBACK_URL", default_value = "")]
+    pub callback_url: String,
+
+    /// The secret the OMS signs its requests with. Never logged, never stored (only its
+    /// SHA-256, to notice a change).
+    #[arg(
+        long,
+        env = "OMSC_REGISTRATION_SECRET",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub registration_secret: Secret,
+}
+
+/// A value that must never appear in logs: `Debug` and `Display` print `***`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
     }
 }
 
@@ -212,6 +284,13 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("postgres://app:***@db/omsc"), "{printed}");
+    }
+
+    #[test]
+    fn a_secret_prints_as_stars() {
+        let secret: Secret = "hunter2".parse().unwrap();
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        assert_eq!(secret.expose(), "hunter2");
     }
 
     #[test]

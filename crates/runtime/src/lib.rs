@@ -24,6 +24,7 @@ pub mod incoming;
 pub mod metrics;
 pub mod outbox;
 mod prefetch;
+pub mod registration;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
@@ -74,6 +75,7 @@ pub struct Runtime {
     consumed: Vec<&'static str>,
     /// The queues of the consumers, whose depths are sampled.
     queues: Vec<(&'static str, QueueSpec)>,
+    modules: Vec<registration::ModuleMethods>,
 }
 
 impl Runtime {
@@ -102,6 +104,7 @@ impl Runtime {
             starters: Vec::new(),
             consumed: Vec::new(),
             queues: Vec::new(),
+            modules: Vec::new(),
         })
     }
 
@@ -121,11 +124,18 @@ impl Runtime {
         &self.consumed
     }
 
+    /// The modules installed so far, each with the methods its consumer takes: what this
+    /// process records for the registration with the OMS.
+    pub fn modules(&self) -> &[registration::ModuleMethods] {
+        &self.modules
+    }
+
     /// Adds a module's consumer of `spec`'s queue, and the keeper of its dead letters.
     pub fn add_consumer<H: Handler>(&mut self, spec: QueueSpec, handler: H) {
         self.consumed.extend_from_slice(handler.methods());
         self.shared.stats.add_module(handler.module());
         self.queues.push((handler.module(), spec));
+        self.modules.push((handler.module(), handler.methods()));
         let handler = Arc::new(handler);
         self.starters.push((
             format!("{} consumer", handler.module()),
@@ -176,6 +186,15 @@ impl Runtime {
             starters.push((
                 "database watch".to_owned(),
                 Box::new(|shared, shutdown| Box::pin(watch_database(shared, shutdown))),
+            ));
+        }
+        if shared.config.registration.register_on_start && !self.modules.is_empty() {
+            let modules = self.modules;
+            starters.push((
+                "registration".to_owned(),
+                Box::new(move |shared, shutdown| {
+                    Box::pin(registration::run(shared, modules, shutdown))
+                }),
             ));
         }
         let start = {
