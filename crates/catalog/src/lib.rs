@@ -10,6 +10,7 @@ mod command;
 pub mod export;
 pub mod products;
 mod relay;
+pub mod runs;
 pub mod shipping;
 
 use std::time::Duration;

@@ -3,8 +3,11 @@
 mod aggregates;
 mod bench_cmd;
 mod dead_letters;
+mod catalog_export;
+mod registration;
 mod settings;
 mod simulate_cmd;
+mod status;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -63,6 +66,36 @@ enum Command {
         #[command(subcommand)]
         command: settings::Command,
     },
+    /// The catalog: full exports to the OMS.
+    Catalog {
+        #[command(flatten)]
+        runtime: runtime::RuntimeConfig,
+        #[command(subcommand)]
+        command: catalog_export::Command,
+    },
+    /// Register the connector with the OMS now: the methods of every module the workers
+    /// recorded, plus the modules named here.
+    Register(RegisterArgs),
+    /// Withdraw the connector's registration and forget the recorded modules.
+    Unregister {
+        #[command(flatten)]
+        runtime: runtime::RuntimeConfig,
+    },
+    /// The registration, the recorded modules, the outbox and the catalog exports.
+    Status(DatabaseArgs),
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// Modules to record before registering (those a worker would run).
+    #[arg(value_enum)]
+    modules: Vec<Module>,
+    #[command(flatten)]
+    runtime: runtime::RuntimeConfig,
+    #[command(flatten)]
+    inventory: inventory::InventoryConfig,
+    #[command(flatten)]
+    catalog: catalog::CatalogConfig,
 }
 
 #[derive(Args)]
@@ -104,15 +137,32 @@ struct RunArgs {
     runtime: runtime::RuntimeConfig,
     #[command(flatten)]
     inventory: inventory::InventoryConfig,
+    #[command(flatten)]
+    catalog: catalog::CatalogConfig,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Module {
     Inventory,
     Sales,
+    Catalog,
 }
 
-const ALL_MODULES: &[Module] = &[Module::Inventory, Module::Sales];
+const ALL_MODULES: &[Module] = &[Module::Inventory, Module::Sales, Module::Catalog];
+
+/// Adds `module` to a runtime.
+fn install(
+    app: &mut runtime::Runtime,
+    module: Module,
+    inventory_config: &inventory::InventoryConfig,
+    catalog_config: &catalog::CatalogConfig,
+) -> anyhow::Result<()> {
+    match module {
+        Module::Inventory => inventory::install(app, inventory_config),
+        Module::Sales => sales::install(app),
+        Module::Catalog => catalog::install(app, catalog_config),
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -146,6 +196,10 @@ async fn main() -> anyhow::Result<()> {
             broker,
             command,
         } => dead_letters::run(&db.database_url, &broker.amqp_url, &broker.prefix, command).await,
+        Command::Catalog { runtime, command } => catalog_export::run(&runtime, command).await,
+        Command::Register(args) => register(args).await,
+        Command::Unregister { runtime } => registration::unregister(&runtime).await,
+        Command::Status(db) => status::run(&db.database_url).await,
     }
 }
 
@@ -158,11 +212,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime::telemetry::init(args.runtime.log_format);
     let mut app = runtime::Runtime::build(args.runtime).await?;
     for module in modules {
-        match module {
-            Module::Inventory => inventory::install(&mut app, &args.inventory)?,
-            Module::Sales => sales::install(&mut app)?,
-        }
+        install(&mut app, *module, &args.inventory, &args.catalog)?;
     }
     tracing::info!(http = %app.http_addr(), methods = app.consumed_methods().len(), "oms-connector starting");
     app.run_until(runtime::shutdown_signal()).await
+}
+
+/// The modules named on the command line are installed in a runtime that never runs, so
+/// their methods come from their handlers exactly as in a worker.
+async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let mut config = args.runtime.clone();
+    config.http_addr = ([127, 0, 0, 1], 0).into();
+    let mut app = runtime::Runtime::build(config).await?;
+    for module in &args.modules {
+        install(&mut app, *module, &args.inventory, &args.catalog)?;
+    }
+    registration::register(&args.runtime, app.modules()).await
 }
