@@ -102,6 +102,8 @@ impl TestEnv {
             "--db-pool-size=4".into(),
             "--nonzero-settle-secs=0.3".into(),
             "--drain-timeout-secs=5".into(),
+            // Tests that register say so; the others must not publish registrations.
+            "--register=false".into(),
         ];
         // An extra flag replaces the default one of the same name.
         let name = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
@@ -164,6 +166,7 @@ impl TestEnv {
             .env("OMSC_DB_POOL_SIZE", "4")
             .env("OMSC_NONZERO_SETTLE_SECS", "0.3")
             .env("OMSC_DRAIN_TIMEOUT_SECS", "5")
+            .env("OMSC_REGISTER", "false")
             .env("RUST_LOG", "warn")
             .kill_on_drop(true);
         for (k, v) in extra_env {

@@ -2,11 +2,14 @@
 //! database and its own queue prefix, so they run in parallel without seeing each other.
 
 mod bad_input;
+mod catalog;
+mod catalog_export;
 mod dead_letters;
 mod faults;
 mod helpers;
 mod outbox;
 mod proxy;
+mod registration;
 mod report;
 mod sales;
 mod sales_bad_input;

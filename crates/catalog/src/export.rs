@@ -262,7 +262,10 @@ impl Exporter {
     async fn publish(
         &mut self,
         run_id: &str,
-        chunk: Vec<(String, Result<protocol::catalog::Product, products::Invalid>)>,
+        chunk: Vec<(
+            String,
+            Result<protocol::catalog::Product, products::Invalid>,
+        )>,
     ) -> anyhow::Result<i64> {
         let channel = self.channel().await?;
         let exchange = self.shared.topology.commerce_exchange();
@@ -318,7 +321,9 @@ impl Exporter {
         let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, confirm).await {
             Ok(Ok(confirmation)) => {
                 if confirmation.is_nack() {
-                    Err(anyhow::anyhow!("the broker refused a product message (nack)"))
+                    Err(anyhow::anyhow!(
+                        "the broker refused a product message (nack)"
+                    ))
                 } else if confirmation.take_message().is_some() {
                     Err(anyhow::anyhow!(
                         "no queue took the product messages published to {exchange:?} with routing key {}",

@@ -93,6 +93,9 @@ pub async fn recent(
 }
 
 /// Stops a run: the exporter driving it notices at its next chunk. True if it was open.
-pub async fn cancel(client: &tokio_postgres::Client, id: &str) -> Result<bool, tokio_postgres::Error> {
+pub async fn cancel(
+    client: &tokio_postgres::Client,
+    id: &str,
+) -> Result<bool, tokio_postgres::Error> {
     Ok(client.execute(CANCEL, &[&id]).await? == 1)
 }

@@ -32,7 +32,10 @@ pub async fn method(
     };
     let enabled: bool = row.get(0);
     let title = display_title(row.get(1), row.get(2));
-    let price = match (row.get::<_, Option<String>>(3), row.get::<_, Option<String>>(4)) {
+    let price = match (
+        row.get::<_, Option<String>>(3),
+        row.get::<_, Option<String>>(4),
+    ) {
         (Some(amount), Some(currency)) => amount
             .parse::<f64>()
             .ok()

@@ -167,7 +167,14 @@ pub async fn print_runs(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     }
     let mut table = Table::new();
     table.set_header([
-        "export", "state", "exported", "chunks", "resumes", "requested", "finished", "note",
+        "export",
+        "state",
+        "exported",
+        "chunks",
+        "resumes",
+        "requested",
+        "finished",
+        "note",
     ]);
     for run in runs {
         table.add_row([

@@ -55,7 +55,11 @@ pub async fn print_registration(client: &tokio_postgres::Client) -> anyhow::Resu
         .unwrap_or(false);
     println!(
         "  secret:     {}",
-        if secret_set { "set (not shown)" } else { "none" }
+        if secret_set {
+            "set (not shown)"
+        } else {
+            "none"
+        }
     );
     println!(
         "  sent:       {} by {} (message {})",

@@ -278,8 +278,8 @@ pub fn parse_export_full(params: &RawValue) -> Result<ExportFull, Rejection> {
     if run_id.chars().count() > 100 {
         return Err(Rejection::new("\"run_id\" is longer than 100 characters"));
     }
-    let requested_by = lenient::optional_string(wire.requested_by, "requested_by")?
-        .unwrap_or_default();
+    let requested_by =
+        lenient::optional_string(wire.requested_by, "requested_by")?.unwrap_or_default();
     let chunk_size = match lenient::optional_count(wire.chunk_size, "chunk_size")? {
         None => EXPORT_CHUNK_SIZE,
         Some(n) if n >= 1 && n <= i64::from(MAX_EXPORT_CHUNK_SIZE) => n as u32,
@@ -306,7 +306,11 @@ mod tests {
         spec()
             .check_params(methods::PRODUCT_UPDATED, params)
             .into_iter()
-            .filter(|p| !p.ends_with(&format!(".{EMITTED_ALIAS}: not a field of the specification")))
+            .filter(|p| {
+                !p.ends_with(&format!(
+                    ".{EMITTED_ALIAS}: not a field of the specification"
+                ))
+            })
             .collect()
     }
 
@@ -384,7 +388,10 @@ mod tests {
         let ups = Product::shipping_method("ups", "GND", Some("UPS Ground".into()), true, None);
         assert_eq!((ups.id.as_str(), ups.sku.as_str()), ("UPS-GND", "UPS-GND"));
         let flat = Product::shipping_method("flatrate", "flatrate", None, false, None);
-        assert_eq!((flat.sku.as_str(), flat.status.as_str()), ("STANDARD", "INACTIVE"));
+        assert_eq!(
+            (flat.sku.as_str(), flat.status.as_str()),
+            ("STANDARD", "INACTIVE")
+        );
         let params = serde_json::json!({"product": flat});
         assert_eq!(problems(&params), Vec::<String>::new());
     }
@@ -394,12 +401,17 @@ mod tests {
         let parse = |text: &str| parse_export_full(&RawValue::from_string(text.into()).unwrap());
         let ok = parse(r#"{"run_id": "r-1", "chunk_size": "100"}"#).unwrap();
         assert_eq!((ok.run_id.as_str(), ok.chunk_size), ("r-1", 100));
-        assert_eq!(parse(r#"{"run_id": 7}"#).unwrap().chunk_size, EXPORT_CHUNK_SIZE);
+        assert_eq!(
+            parse(r#"{"run_id": 7}"#).unwrap().chunk_size,
+            EXPORT_CHUNK_SIZE
+        );
         assert!(parse("{}").unwrap_err().reason().contains("run_id"));
-        assert!(parse(r#"{"run_id": "r", "chunk_size": 0}"#)
-            .unwrap_err()
-            .reason()
-            .contains("between 1 and"));
+        assert!(
+            parse(r#"{"run_id": "r", "chunk_size": 0}"#)
+                .unwrap_err()
+                .reason()
+                .contains("between 1 and")
+        );
         let command = ExportFull {
             run_id: "r-2".into(),
             requested_by: "omsc".into(),

@@ -78,10 +78,23 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_slice(&register().to_message("m-1")).unwrap();
         assert_eq!(body["method"], methods::REGISTER);
-        assert!(spec().check_params(methods::REGISTER, &body["params"]).is_empty());
-        let body: serde_json::Value =
-            serde_json::from_slice(&Unregister { id: "shop-1".into() }.to_message("m-2")).unwrap();
-        assert!(spec().check_params(methods::UNREGISTER, &body["params"]).is_empty());
+        assert!(
+            spec()
+                .check_params(methods::REGISTER, &body["params"])
+                .is_empty()
+        );
+        let body: serde_json::Value = serde_json::from_slice(
+            &Unregister {
+                id: "shop-1".into(),
+            }
+            .to_message("m-2"),
+        )
+        .unwrap();
+        assert!(
+            spec()
+                .check_params(methods::UNREGISTER, &body["params"])
+                .is_empty()
+        );
     }
 
     #[test]
