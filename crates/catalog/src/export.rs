@@ -6,7 +6,8 @@
 //! chunk at a time after the run's cursor (keyset pagination: no offset, no snapshot held
 //! open), publishes the chunk's products to `commerce.events` with publisher confirms (at
 //! most [`CONFIRM_WINDOW`] unconfirmed), and only then advances the cursor and renews the
-//! lease in one statement. Memory is bounded by one chunk whatever the catalog's size.
+//! lease in one statement. The next chunk is read while one is published; memory is bounded
+//! by two chunks whatever the catalog's size.
 //!
 //! A replica that dies leaves its lease to expire; the next exporter takes the run over and
 //! resumes after the cursor, so what was confirmed is not sent again and at most the chunk
@@ -82,14 +83,29 @@ const RELEASE: &str = "
     UPDATE catalog_export_runs SET lease_until = now(), updated_at = now()
      WHERE id = $1 AND lease_owner = $2";
 
+type Chunk = Vec<(String, Result<protocol::catalog::Product, products::Invalid>)>;
+
 /// A run this exporter holds.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Run {
     id: String,
     chunk_size: i64,
     total: i64,
     exported: i64,
     cursor: String,
+    /// The chunk after `.0`, read while the previous one was being published.
+    prefetched: Option<(String, Chunk)>,
+}
+
+async fn read_chunk(
+    pool: &deadpool_postgres::Pool,
+    after: &str,
+    limit: i64,
+) -> anyhow::Result<Chunk> {
+    let client = pool.get().await?;
+    products::chunk_after(&client, after, limit)
+        .await
+        .context("reading the next chunk")
 }
 
 enum Step {
@@ -178,6 +194,7 @@ impl Exporter {
             total: r.get(2),
             exported: r.get(3),
             cursor: r.get(4),
+            prefetched: None,
         }))
     }
 
@@ -212,21 +229,30 @@ impl Exporter {
         }
     }
 
-    /// One chunk: read, publish with confirms, advance. `Some` when the run is over.
+    /// One chunk: read, publish with confirms, advance. `Some` when the run is over. While a
+    /// chunk is being published the next one is read, so the database and the broker work
+    /// at the same time; at most two chunks are held.
     async fn chunk(&mut self, run: &mut Run) -> anyhow::Result<Option<Step>> {
-        let client = self.shared.pool.get().await?;
-        let chunk = products::chunk_after(&client, &run.cursor, run.chunk_size)
-            .await
-            .context("reading the next chunk")?;
+        let chunk = match run.prefetched.take() {
+            Some((after, chunk)) if after == run.cursor => chunk,
+            _ => read_chunk(&self.shared.pool, &run.cursor, run.chunk_size).await?,
+        };
         let Some((last_sku, _)) = chunk.last() else {
-            client.execute(FINISH, &[&run.id, &self.owner]).await?;
-            tracing::info!(run = %run.id, exported = run.exported, "full catalog export done");
+            self.finish(run).await?;
             return Ok(Some(Step::Over));
         };
         let last_sku = last_sku.clone();
-        let read = chunk.len() as i64;
-        drop(client);
-        let published = self.publish(&run.id, chunk).await?;
+        let full = chunk.len() as i64 >= run.chunk_size;
+        let pool = self.shared.pool.clone();
+        let next = async {
+            if full {
+                read_chunk(&pool, &last_sku, run.chunk_size).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (published, next) = tokio::join!(self.publish(&run.id, chunk), next);
+        let published = published?;
         let client = self.shared.pool.get().await?;
         let advanced = client
             .query_opt(
@@ -245,16 +271,23 @@ impl Exporter {
             return Ok(Some(Step::Over));
         };
         run.exported = advanced.get(0);
-        run.cursor = last_sku;
         self.metrics.chunks.inc();
         self.metrics.products.inc_by(published as u64);
         self.metrics.exported.set(run.exported);
-        if read < run.chunk_size {
-            client.execute(FINISH, &[&run.id, &self.owner]).await?;
-            tracing::info!(run = %run.id, exported = run.exported, "full catalog export done");
+        if !full {
+            self.finish(run).await?;
             return Ok(Some(Step::Over));
         }
+        run.prefetched = next?.map(|chunk| (last_sku.clone(), chunk));
+        run.cursor = last_sku;
         Ok(None)
+    }
+
+    async fn finish(&self, run: &Run) -> anyhow::Result<()> {
+        let client = self.shared.pool.get().await?;
+        client.execute(FINISH, &[&run.id, &self.owner]).await?;
+        tracing::info!(run = %run.id, exported = run.exported, "full catalog export done");
+        Ok(())
     }
 
     /// Publishes a chunk and waits until the broker confirmed all of it. Returns how many
