@@ -83,7 +83,10 @@ const RELEASE: &str = "
     UPDATE catalog_export_runs SET lease_until = now(), updated_at = now()
      WHERE id = $1 AND lease_owner = $2";
 
-type Chunk = Vec<(String, Result<protocol::catalog::Product, products::Invalid>)>;
+type Chunk = Vec<(
+    String,
+    Result<protocol::catalog::Product, products::Invalid>,
+)>;
 
 /// A run this exporter holds.
 #[derive(Debug)]
