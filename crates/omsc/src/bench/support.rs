@@ -76,6 +76,8 @@ impl Scratch {
             .env("OMSC_PREFIX", &self.prefix)
             .env("OMSC_HTTP_ADDR", http)
             .env("RUST_LOG", "warn")
+            // A scratch worker must not announce itself to the OMS.
+            .env("OMSC_REGISTER", "false")
             .kill_on_drop(true);
         for (k, v) in extra {
             command.env(k, v);
