@@ -2,8 +2,8 @@
 
 mod aggregates;
 mod bench_cmd;
-mod dead_letters;
 mod catalog_export;
+mod dead_letters;
 mod registration;
 mod settings;
 mod simulate_cmd;
