@@ -9,7 +9,7 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use protocol::catalog::{EMITTED_ALIAS, methods};
+use protocol::catalog::methods;
 use protocol::spec::spec;
 use serde_json::{Value, json};
 
@@ -100,19 +100,10 @@ pub async fn next_json(consumer: &mut lapin::Consumer) -> Value {
     serde_json::from_slice(&delivery.data).unwrap()
 }
 
-/// Problems the specification finds with an emitted message, less the one alias the
-/// protocol emits on purpose (`attribute_code` beside `name`).
+/// Problems the specification finds with an emitted message.
 pub fn spec_problems(message: &Value) -> Vec<String> {
     let method = message["method"].as_str().unwrap_or_default();
-    spec()
-        .check_params(method, &message["params"])
-        .into_iter()
-        .filter(|p| {
-            !p.ends_with(&format!(
-                ".{EMITTED_ALIAS}: not a field of the specification"
-            ))
-        })
-        .collect()
+    spec().check_params(method, &message["params"])
 }
 
 /// Every required field of the spec's product struct is present in `product`.
