@@ -434,7 +434,7 @@ async fn listen_once(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let config = runtime::db::pg_config(url, "omsc-catalog-export-listener")?;
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = config.config.connect(config.tls.clone()).await?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let statement = format!("LISTEN {CHANNEL}");
     let listen = client.batch_execute(&statement);
