@@ -14,7 +14,9 @@ use runtime::stats::{
 };
 use serde_json::json;
 
-use crate::helpers::{PATIENCE, TestEnv, binary, http_get, metric_value, wait_until};
+use crate::helpers::{
+    PATIENCE, TestEnv, binary, http_get, http_get_with, metric_value, wait_until,
+};
 
 const STOCK: &str = methods::AGGREGATE_STOCK_UPDATED;
 
@@ -594,9 +596,17 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
 
     let (status, _) = http_get(addr, "/").await;
     assert_eq!(status, 401, "the token is required");
-    let (status, page) = http_get(addr, "/?token=s3cret").await;
+    // A browser's ?token= is traded for a cookie and a redirect without it.
+    let (status, _) = http_get(addr, "/?since=1h&token=s3cret").await;
+    assert_eq!(status, 303, "the token leaves the address");
+    let (status, page) = http_get_with(addr, "/", &[("Cookie", "omsc_report_token=s3cret")]).await;
     assert_eq!(status, 200);
     assert!(page.contains("not registered"));
+    assert!(!page.contains("s3cret"), "the token is never in the page");
+    let (status, _) = http_get_with(addr, "/", &[("Authorization", "Bearer s3cret")]).await;
+    assert_eq!(status, 200, "scripts send the token as a bearer");
+    let (status, _) = http_get_with(addr, "/", &[("Cookie", "omsc_report_token=guess")]).await;
+    assert_eq!(status, 401);
 
     env.db
         .batch_execute(
@@ -618,6 +628,10 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
         "the registration is shown"
     );
     assert!(!dom.contains("hush"), "secrets are not");
+    assert!(
+        !dom.contains("s3cret"),
+        "the token is not in the page the browser got"
+    );
 
     let periods = Window::last(TimeDelta::hours(1), now).periods().len();
     assert_eq!(periods, 60);

@@ -1,6 +1,7 @@
 //! Secrets never appear in logs, metrics, health answers, errors or the report: a worker runs
-//! with passwords in both of its URLs, at the most verbose log level, through failures that
-//! make it log errors, and everything it says is searched for them.
+//! with passwords in both of its URLs and a registration secret, at the most verbose log
+//! level, through failures that make it log errors, and everything it and the command line
+//! say, and what it stored about its registration, is searched for them.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -63,6 +64,7 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
     let env = TestEnv::new().await;
     let user = BrokerUser::create();
     let pg_password = format!("Pg-Pass-{:08x}", rand::random::<u32>());
+    let registration_secret = format!("Reg-Secret-{:08x}", rand::random::<u32>());
     let db_proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mq_proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     // PostgreSQL trusts local connections, so any password is accepted and carried along.
@@ -80,6 +82,7 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
         .env("AMQP_URL", &amqp_url)
         .env("OMSC_PREFIX", &env.prefix)
         .env("OMSC_HTTP_ADDR", &http)
+        .env("OMSC_REGISTRATION_SECRET", &registration_secret)
         .env("RUST_LOG", "trace")
         .env("RUST_BACKTRACE", "1")
         .stderr(Stdio::piped())
@@ -155,6 +158,25 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
         .unwrap();
     said.push(String::from_utf8_lossy(&report.stdout).into_owned());
     said.push(String::from_utf8_lossy(&report.stderr).into_owned());
+    let status = tokio::process::Command::new(binary("omsc"))
+        .args(["status"])
+        .env("DATABASE_URL", &database_url)
+        .env("OMSC_REGISTRATION_SECRET", &registration_secret)
+        .output()
+        .await
+        .unwrap();
+    said.push(String::from_utf8_lossy(&status.stdout).into_owned());
+    said.push(String::from_utf8_lossy(&status.stderr).into_owned());
+    let stored: Vec<String> = env
+        .db
+        .query(
+            "SELECT row_to_json(r)::text FROM connector_registration r",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    said.extend(stored);
 
     let pid = worker.id().unwrap().to_string();
     std::process::Command::new("kill")
@@ -173,7 +195,7 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
     said.push(logs);
 
     for (i, text) in said.iter().enumerate() {
-        for secret in [&pg_password, &user.password] {
+        for secret in [&pg_password, &user.password, &registration_secret] {
             assert!(
                 !text.contains(secret.as_str()),
                 "output #{i} reveals a password:\n{text}"

@@ -48,14 +48,14 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('omsc.registra
 const ALREADY_CONFIRMED: &str = "
     SELECT state = 'registered' AND confirmed_at IS NOT NULL
            AND connector_id = $1 AND url = $2 AND subscribes = $3 AND labels = $4
-           AND secret_sha256 = encode(sha256(convert_to($5, 'UTF8')), 'hex')
+           AND secret_sha256 = $5
       FROM connector_registration";
 
 const RECORD: &str = "
     INSERT INTO connector_registration AS r
            (singleton, state, connector_id, url, subscribes, labels, secret_sha256,
             message_id, sent_by, attempted_at, confirmed_at, last_error)
-    VALUES (true, $1, $2, $3, $4, $5, encode(sha256(convert_to($6, 'UTF8')), 'hex'),
+    VALUES (true, $1, $2, $3, $4, $5, $6,
             $7, $8, now(), CASE WHEN $9::text IS NULL THEN now() END, $9)
     ON CONFLICT (singleton) DO UPDATE
        SET state = EXCLUDED.state, connector_id = EXCLUDED.connector_id, url = EXCLUDED.url,
@@ -153,7 +153,9 @@ pub async fn register(
         return Err(RegistrationError::NoModules);
     };
     let labels = serde_json::to_value(&register.labels).expect("labels serialize");
-    let secret = config.registration_secret.expose();
+    // Only the hash ever reaches a query: query parameters show up in database logs and in
+    // the client's trace logs.
+    let secret = sha256_hex(config.registration_secret.expose());
     let unchanged = tx
         .query_opt(
             ALREADY_CONFIRMED,
@@ -250,7 +252,7 @@ pub async fn unregister(
             &config.callback_url,
             &Vec::<String>::new(),
             &labels,
-            &config.registration_secret.expose(),
+            &sha256_hex(config.registration_secret.expose()),
             &message_id,
             &sent_by,
             &None::<String>,
@@ -406,4 +408,13 @@ pub async fn run(shared: Shared, modules: Vec<ModuleMethods>, shutdown: Cancella
             }
         }
     }
+}
+
+/// The SHA-256 of a secret, in hex: what is stored to tell whether it changed.
+fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -44,9 +44,9 @@ tr.failing td{background:#fff3f3}.muted{color:#777}.bad{color:#b00020;font-weigh
 .chart .axis{font-size:10px;fill:#666}.chart .legend{font-size:10px;fill:#333}
 ";
 
-/// The whole page. `range` is the span shown (`1h`); `token` is repeated in links when the
-/// page was opened with `?token=`.
-pub fn render(report: &Report, history: &History, token: Option<&str>) -> String {
+/// The whole page. Its links never carry the access token: a browser that opened the page with
+/// `?token=` holds it in a cookie instead (see `serve`).
+pub fn render(report: &Report, history: &History) -> String {
     let mut html = String::with_capacity(64 * 1024);
     let refresh = if report.window.resolution == runtime::stats::Resolution::Minute {
         60
@@ -67,13 +67,7 @@ pub fn render(report: &Report, history: &History, token: Option<&str>) -> String
         } else {
             ""
         };
-        let _ = write!(
-            html,
-            r#"<a{class} href="?since={span}{}">{label}</a>"#,
-            token
-                .map(|t| format!("&amp;token={}", esc(t)))
-                .unwrap_or_default()
-        );
+        let _ = write!(html, r#"<a{class} href="?since={span}">{label}</a>"#);
     }
     let _ = write!(
         html,

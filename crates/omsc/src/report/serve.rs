@@ -1,5 +1,8 @@
 //! `omsc report --serve`: the page and its JSON over HTTP, read from the database at each
-//! request. Bound to 127.0.0.1 by default; with a token, every request must carry it.
+//! request. Bound to 127.0.0.1 by default; with a token, every request must carry it: as
+//! `Authorization: Bearer <token>` (scripts), or once as `?token=<token>` (a browser), which
+//! is answered with a redirect to the same page without it and an HttpOnly cookie, so the
+//! token stays out of the page, its links, the address bar and the history.
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -46,11 +49,14 @@ async fn html(
         Ok(since) => since,
         Err(refusal) => return refusal.into_response(),
     };
+    if let Some(token) = &params.token {
+        return keep_token_in_a_cookie(token, params.since.as_deref());
+    }
     let built = async {
         let client = state.pool.get().await?;
         let report = Report::load(&client, since, Utc::now()).await?;
         let history = History::load(&client, &report.window).await?;
-        anyhow::Ok(page::render(&report, &history, params.token.as_deref()))
+        anyhow::Ok(page::render(&report, &history))
     }
     .await;
     match built {
@@ -114,6 +120,27 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The name of the cookie that carries the token for a browser.
+const COOKIE: &str = "omsc_report_token";
+
+/// Answers a `?token=` request with the same page without it, the token in a cookie.
+fn keep_token_in_a_cookie(token: &str, since: Option<&str>) -> Response {
+    let location = match since {
+        Some(span) if span.bytes().all(|b| b.is_ascii_alphanumeric()) => format!("./?since={span}"),
+        _ => "./".to_owned(),
+    };
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
 /// Checks the token (when one is set) and reads the span asked for.
 fn authorise(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<TimeDelta, Refusal> {
     if let Some(expected) = &state.token {
@@ -121,7 +148,13 @@ fn authorise(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<T
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let given = bearer.or(params.token.as_deref()).unwrap_or("");
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='));
+        let given = bearer.or(cookie).or(params.token.as_deref()).unwrap_or("");
         if !same(given.as_bytes(), expected.as_bytes()) {
             return Err(Refusal::Unauthorised);
         }
