@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod lenient;
 pub mod logistics;
 pub mod money;
+pub mod postsales;
 mod rejection;
 pub mod sales;
 pub mod service_bus;
