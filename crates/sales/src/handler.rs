@@ -162,15 +162,33 @@ async fn unknown_order(
     message: &SalesMessage,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let order_id = message.order_id();
-    if let Some(store) = message.store() {
-        let ours = tx.prepare_cached(STORE_IS_OURS).await?;
-        if tx.query_one(&ours, &[&store]).await?.get::<_, bool>(0) {
-            return Ok(Outcome::Retry(format!(
-                "order {order_id} of store {store} is not in this Commerce yet; waiting for it"
-            )));
-        }
+    if let Some(store) = message.store()
+        && store_is_ours(tx, store).await?
+    {
+        return Ok(Outcome::Retry(format!(
+            "order {order_id} of store {store} is not in this Commerce yet; waiting for it"
+        )));
     }
+    record_foreign_order(tx, order_id).await?;
+    Ok(Outcome::Ignored("foreign_order"))
+}
+
+/// Whether any order of this Commerce is of `store`: how a message about an order that is not
+/// here is told from one about another sales channel's order.
+pub async fn store_is_ours(
+    tx: &Transaction<'_>,
+    store: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let ours = tx.prepare_cached(STORE_IS_OURS).await?;
+    Ok(tx.query_one(&ours, &[&store]).await?.get(0))
+}
+
+/// Counts a message about an order of another sales channel in `sales_foreign_orders`.
+pub async fn record_foreign_order(
+    tx: &Transaction<'_>,
+    order_id: &str,
+) -> Result<(), tokio_postgres::Error> {
     let record = tx.prepare_cached(FOREIGN_ORDER).await?;
     tx.execute(&record, &[&order_id]).await?;
-    Ok(Outcome::Ignored("foreign_order"))
+    Ok(())
 }

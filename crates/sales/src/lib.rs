@@ -10,7 +10,7 @@ pub mod status;
 
 use runtime::{QueueSpec, Runtime};
 
-pub use handler::{SalesHandler, SalesMessage};
+pub use handler::{SalesHandler, SalesMessage, record_foreign_order, store_is_ours};
 pub use relay::SalesOutbox;
 
 /// The module's name: the `module` label of its metrics and its outbox rows' `module`.

@@ -1,0 +1,201 @@
+//! Parsing and applying the post-sales methods.
+//!
+//! Every message is about one order. A batch first locks its orders' rows in id order (as
+//! the sales module does, so a post-sales and a sales batch about one order take turns and
+//! never deadlock), then the store credit accounts its releases may credit, in customer
+//! order. What a message reads of its order (lines, returns, earlier credit memos) stays true
+//! until it commits.
+//!
+//! An order is in the database from the moment the storefront places it, long before any
+//! return or refund: a message about an order that is not here is dead-lettered when it is of
+//! one of this Commerce's stores (or names none), and recorded and ignored when it is of
+//! another sales channel sharing the OMS.
+
+use std::collections::HashSet;
+
+use deadpool_postgres::Transaction;
+use protocol::Rejection;
+use protocol::postsales::{
+    self, Refund, RefundAttributesUpdate, ReturnAttributesUpdate, ReturnEvent, ReturnEventKind,
+    methods,
+};
+use runtime::{ApplyError, Handler, Outcome};
+use serde_json::value::RawValue;
+
+use crate::status::is_released;
+use crate::{refunds, returns};
+
+/// A valid post-sales message.
+#[derive(Debug)]
+pub enum PostsalesMessage {
+    Return(ReturnEvent),
+    ReturnAttributes(ReturnAttributesUpdate),
+    Refund(Refund),
+    RefundAttributes(RefundAttributesUpdate),
+}
+
+impl PostsalesMessage {
+    pub fn order_id(&self) -> &str {
+        match self {
+            PostsalesMessage::Return(r) => &r.order_id,
+            PostsalesMessage::ReturnAttributes(a) => &a.order_id,
+            PostsalesMessage::Refund(r) => &r.order_id,
+            PostsalesMessage::RefundAttributes(a) => &a.order_id,
+        }
+    }
+
+    /// The store the message says the order is of, when it says.
+    pub fn store(&self) -> Option<&str> {
+        match self {
+            PostsalesMessage::Return(r) => r.sales_channel_id.as_deref(),
+            PostsalesMessage::Refund(r) => r.store.as_deref(),
+            PostsalesMessage::ReturnAttributes(_) | PostsalesMessage::RefundAttributes(_) => None,
+        }
+    }
+}
+
+const LOCK_ORDERS: &str = "
+    SELECT id, customer_id FROM sales_orders WHERE id = ANY ($1::text[])
+     ORDER BY id FOR NO KEY UPDATE";
+
+const LOCK_ACCOUNTS: &str = "
+    SELECT customer_id FROM store_credit_accounts WHERE customer_id = ANY ($1::text[])
+     ORDER BY customer_id FOR NO KEY UPDATE";
+
+#[derive(Debug, Default)]
+pub struct PostsalesHandler;
+
+impl Handler for PostsalesHandler {
+    type Message = PostsalesMessage;
+
+    fn module(&self) -> &'static str {
+        crate::MODULE
+    }
+
+    fn methods(&self) -> &'static [&'static str] {
+        methods::CONSUMED
+    }
+
+    fn parse(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+        _limits: &protocol::Limits,
+    ) -> Result<PostsalesMessage, Rejection> {
+        let params = || params.ok_or_else(|| Rejection::new("envelope has no \"params\""));
+        match method {
+            methods::RETURN_UPDATED => {
+                postsales::parse_return_event(params()?, ReturnEventKind::Updated)
+                    .map(PostsalesMessage::Return)
+            }
+            methods::RETURN_RECEIVED => {
+                postsales::parse_return_event(params()?, ReturnEventKind::Received)
+                    .map(PostsalesMessage::Return)
+            }
+            methods::RETURN_CUSTOM_ATTRIBUTES_UPDATED => {
+                postsales::parse_return_attributes(params()?, false)
+                    .map(PostsalesMessage::ReturnAttributes)
+            }
+            methods::RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED => {
+                postsales::parse_return_attributes(params()?, true)
+                    .map(PostsalesMessage::ReturnAttributes)
+            }
+            methods::REFUND_UPDATED => {
+                postsales::parse_refund(params()?).map(PostsalesMessage::Refund)
+            }
+            methods::REFUND_CUSTOM_ATTRIBUTES_UPDATED => {
+                postsales::parse_refund_attributes(params()?)
+                    .map(PostsalesMessage::RefundAttributes)
+            }
+            other => Err(Rejection::new(format!(
+                "method {other:?} is not handled by the post-sales module"
+            ))),
+        }
+    }
+
+    fn weight(&self, message: &PostsalesMessage) -> usize {
+        match message {
+            PostsalesMessage::Return(r) => r.lines.len().max(1),
+            PostsalesMessage::Refund(r) => r.lines.len().max(1),
+            _ => 1,
+        }
+    }
+
+    fn produced_at(&self, message: &PostsalesMessage) -> Option<chrono::DateTime<chrono::Utc>> {
+        match message {
+            PostsalesMessage::Return(r) => r.status.as_ref().map(|s| s.date),
+            PostsalesMessage::Refund(r) => Some(r.status.date),
+            _ => None,
+        }
+    }
+
+    async fn apply<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        batch: &'a [&'a PostsalesMessage],
+    ) -> Result<Vec<Outcome>, ApplyError> {
+        let mut ids: Vec<&str> = batch.iter().map(|m| m.order_id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let lock = tx.prepare_cached(LOCK_ORDERS).await?;
+        let orders = tx.query(&lock, &[&ids]).await?;
+        let known: HashSet<String> = orders.iter().map(|r| r.get(0)).collect();
+        // The accounts a release of this batch may credit, locked in one order.
+        let releasing: HashSet<&str> = batch
+            .iter()
+            .filter_map(|m| match m {
+                PostsalesMessage::Refund(r) if is_released(&r.status.code) => {
+                    Some(r.order_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let customers: Vec<String> = orders
+            .iter()
+            .filter(|r| releasing.contains(r.get::<_, &str>(0)))
+            .filter_map(|r| r.get::<_, Option<String>>(1))
+            .collect();
+        if !customers.is_empty() {
+            let lock = tx.prepare_cached(LOCK_ACCOUNTS).await?;
+            tx.execute(&lock, &[&customers]).await?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for message in batch {
+            let outcome = if known.contains(message.order_id()) {
+                apply_one(tx, message).await?
+            } else {
+                unknown_order(tx, message).await?
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+}
+
+async fn apply_one(
+    tx: &Transaction<'_>,
+    message: &PostsalesMessage,
+) -> Result<Outcome, tokio_postgres::Error> {
+    match message {
+        PostsalesMessage::Return(r) => returns::apply_event(tx, r).await,
+        PostsalesMessage::ReturnAttributes(a) => returns::apply_attributes(tx, a).await,
+        PostsalesMessage::Refund(r) => refunds::apply(tx, r).await,
+        PostsalesMessage::RefundAttributes(a) => refunds::apply_attributes(tx, a).await,
+    }
+}
+
+async fn unknown_order(
+    tx: &Transaction<'_>,
+    message: &PostsalesMessage,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let order_id = message.order_id();
+    match message.store() {
+        Some(store) if !sales::store_is_ours(tx, store).await? => {
+            sales::record_foreign_order(tx, order_id).await?;
+            Ok(Outcome::Ignored("foreign_order"))
+        }
+        _ => Ok(Outcome::Reject(format!(
+            "order {order_id} is not in this Commerce: a return or refund is only ever about an order placed here, which is in the database before it is exported"
+        ))),
+    }
+}

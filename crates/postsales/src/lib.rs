@@ -1,0 +1,34 @@
+//! The post-sales module: each return the storefront requests goes to the OMS once (the
+//! outbox relay, `return_management.authorize`), and what the OMS says afterwards comes back
+//! (the consumer of `connector.postsales`): return statuses and receipts, refunds and, on
+//! their release, one credit memo per credit note with the store credit it gives back.
+
+pub mod authorize;
+mod handler;
+pub mod lines;
+pub mod refunds;
+pub mod relay;
+pub mod returns;
+pub mod status;
+pub mod store_credit;
+
+use runtime::{QueueSpec, Runtime};
+
+pub use handler::{PostsalesHandler, PostsalesMessage};
+pub use relay::PostsalesOutbox;
+
+/// The module's name: the `module` label of its metrics and its outbox rows' `module`.
+pub const MODULE: &str = "postsales";
+
+/// The module's queue (contract).
+pub const QUEUE: QueueSpec = QueueSpec {
+    name: "connector.postsales",
+    oms_bindings: &["magento.postsales.#"],
+};
+
+/// Adds the post-sales consumer and the post-sales outbox relay to a runtime.
+pub fn install(runtime: &mut Runtime) -> anyhow::Result<()> {
+    runtime.add_consumer(QUEUE, PostsalesHandler);
+    runtime.add_outbox_relay(PostsalesOutbox);
+    Ok(())
+}
