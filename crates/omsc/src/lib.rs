@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod report;
+pub mod returns;
 pub mod simulate;

@@ -5,6 +5,7 @@ mod bench_cmd;
 mod catalog_export;
 mod dead_letters;
 mod registration;
+mod returns_cmd;
 mod settings;
 mod simulate_cmd;
 mod status;
@@ -58,6 +59,13 @@ enum Command {
         broker: BrokerArgs,
         #[command(subcommand)]
         command: dead_letters::Command,
+    },
+    /// Returns: request one of shipped lines (as a storefront does), list them.
+    Returns {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: returns_cmd::Command,
     },
     /// Connector-wide switches.
     Settings {
@@ -145,10 +153,16 @@ struct RunArgs {
 enum Module {
     Inventory,
     Sales,
+    Postsales,
     Catalog,
 }
 
-const ALL_MODULES: &[Module] = &[Module::Inventory, Module::Sales, Module::Catalog];
+const ALL_MODULES: &[Module] = &[
+    Module::Inventory,
+    Module::Sales,
+    Module::Postsales,
+    Module::Catalog,
+];
 
 /// Adds `module` to a runtime.
 fn install(
@@ -160,6 +174,7 @@ fn install(
     match module {
         Module::Inventory => inventory::install(app, inventory_config),
         Module::Sales => sales::install(app),
+        Module::Postsales => postsales::install(app),
         Module::Catalog => catalog::install(app, catalog_config),
     }
 }
@@ -189,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
             omsc::report::run(&db.database_url, args).await
         }
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
+        Command::Returns { db, command } => returns_cmd::run(&db.database_url, command).await,
         Command::Simulate { command } => simulate_cmd::run(command).await,
         Command::Bench(args) => bench_cmd::run(args).await,
         Command::DeadLetters {

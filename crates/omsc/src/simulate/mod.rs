@@ -2,5 +2,6 @@
 //! benchmarks and the property tests. It says what it sent and can verify the end state.
 
 pub mod orders;
+pub mod postsales;
 pub mod publish;
 pub mod stock;
