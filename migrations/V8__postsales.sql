@@ -310,6 +310,7 @@ DECLARE
 BEGIN
     SELECT * INTO ret FROM postsales_returns WHERE id = NEW.return_id;
     IF FOUND AND TG_TABLE_NAME = 'postsales_return_lines' THEN
+        -- (Nested: NEW has an order_id only in postsales_return_lines.)
         IF NEW.order_id IS NULL THEN
             NEW.order_id := ret.order_id;
         ELSIF NEW.order_id <> ret.order_id THEN
@@ -325,12 +326,14 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'write the whole return in the transaction that inserts it into postsales_returns';
     END IF;
-    IF TG_TABLE_NAME = 'postsales_return_lines'
-       AND (NEW.oms_status IS NOT NULL OR NEW.oms_status_date IS NOT NULL
-            OR NEW.oms_condition IS NOT NULL OR NEW.received_at IS NOT NULL
-            OR NEW.received_condition IS NOT NULL) THEN
-        RAISE EXCEPTION 'postsales_return_lines: the status of a returned line is the OMS''s; leave oms_* and received_* out'
-            USING ERRCODE = 'insufficient_privilege';
+    -- (Nested: NEW has these fields only in postsales_return_lines.)
+    IF TG_TABLE_NAME = 'postsales_return_lines' THEN
+        IF NEW.oms_status IS NOT NULL OR NEW.oms_status_date IS NOT NULL
+           OR NEW.oms_condition IS NOT NULL OR NEW.received_at IS NOT NULL
+           OR NEW.received_condition IS NOT NULL THEN
+            RAISE EXCEPTION 'postsales_return_lines: the status of a returned line is the OMS''s; leave oms_* and received_* out'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
     RETURN NEW;
 END

@@ -157,8 +157,20 @@ impl TestEnv {
     /// Starts a real worker binary (`omsc-inventory`, `omsc`, …) with this environment's
     /// settings in its environment.
     pub fn spawn_binary(&self, name: &str, extra_env: &[(&str, &str)]) -> tokio::process::Child {
+        self.spawn_binary_with_args(name, &[], extra_env)
+    }
+
+    /// Starts a real binary with arguments (`omsc run --all`) and this environment's
+    /// settings in its environment.
+    pub fn spawn_binary_with_args(
+        &self,
+        name: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> tokio::process::Child {
         let mut command = tokio::process::Command::new(binary(name));
         command
+            .args(args)
             .env("DATABASE_URL", &self.database_url)
             .env("AMQP_URL", AMQP_URL)
             .env("OMSC_PREFIX", &self.prefix)
@@ -172,7 +184,9 @@ impl TestEnv {
         for (k, v) in extra_env {
             command.env(k, v);
         }
-        command.spawn().expect("starting omsc-inventory")
+        command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"))
     }
 
     pub fn queue(&self, base: &str) -> String {

@@ -108,7 +108,7 @@ impl Handler for PostsalesHandler {
                     .map(PostsalesMessage::RefundAttributes)
             }
             other => Err(Rejection::new(format!(
-                "method {other:?} is not handled by the post-sales module"
+                "method {other:?} is not handled by the postsales module"
             ))),
         }
     }

@@ -477,7 +477,9 @@ pub async fn place(
     }
 }
 
-async fn insert(
+/// Writes an order's rows in the caller's transaction, without committing: for a storefront
+/// that does more in the placing transaction (redeems a gift card).
+pub async fn insert(
     client: &tokio_postgres::Client,
     rows: &OrderRows,
 ) -> Result<(), tokio_postgres::Error> {
