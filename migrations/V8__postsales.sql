@@ -359,7 +359,8 @@ BEGIN
     IF NEW.origin <> 'commerce' THEN
         RETURN NULL;
     END IF;
-    -- Two returns of one order committing at once see each other's lines.
+    -- Two returns of one order committing at once see each other's lines: the second waits
+    -- for the first, and (READ COMMITTED, the default) each check sees what committed before.
     PERFORM pg_advisory_xact_lock(hashtextextended('omsc.return:' || NEW.order_id, 0));
     IF NOT EXISTS (SELECT 1 FROM postsales_return_lines WHERE return_id = NEW.id) THEN
         RAISE EXCEPTION 'return % has no lines (postsales_return_lines)', NEW.id
