@@ -45,11 +45,10 @@ pub enum Command {
 const NEXT_RMA: &str = "SELECT count(*) + 1 FROM postsales_returns WHERE order_id = $1";
 
 pub async fn run(database_url: &str, command: Command) -> anyhow::Result<()> {
-    // As a storefront: a plain session, to which every check of a storefront applies.
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
-    tokio::spawn(connection);
+    let client = runtime::db::connect(database_url, "omsc-returns").await?;
+    // As a storefront: the session gives up the connector's mark, so that every check a
+    // storefront meets applies to the operator too.
+    client.batch_execute("SET omsc.actor = 'operator'").await?;
     match command {
         Command::Request {
             order,
