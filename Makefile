@@ -47,6 +47,14 @@ bench-quick: services ## A short benchmark run (smoke test; figures are indicati
 	$(CARGO) build --profile $(PROFILE) --bins
 	$(BIN_DIR)/omsc bench --quick
 
+.PHONY: fuzz
+fuzz: ## Fuzz the protocol parsers for 15 minutes (FUZZ_SECONDS to change)
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),900)
+
+.PHONY: fuzz-short
+fuzz-short: ## Fuzz the protocol parsers for a minute (CI)
+	scripts/fuzz.sh 60
+
 .PHONY: check
 check: check-deploy ## Formatting and lints (warnings are errors), and the deploy/ files
 	$(CARGO) fmt --all -- --check

@@ -14,6 +14,8 @@ pub mod lenient;
 pub mod logistics;
 pub mod money;
 pub mod postsales;
+#[cfg(test)]
+mod properties;
 mod rejection;
 pub mod sales;
 pub mod service_bus;
