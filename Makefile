@@ -28,10 +28,16 @@ test: services ## Run every test against the local PostgreSQL and RabbitMQ (and 
 	@scripts/browser.sh >/dev/null
 	$(CARGO) build --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(restart)'; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --workspace --exclude integration-tests --no-fail-fast && \
+		$(CARGO) test -p integration-tests --test it --no-fail-fast; \
 	fi
+
+.PHONY: test-restart
+test-restart: services ## Restart the local broker and database under a running fleet (runs alone)
+	$(CARGO) build --bins
+	$(CARGO) test -p integration-tests --test restart -- --test-threads 1 --nocapture
 
 # The profile the benchmark binaries are built with (CI smoke runs use dev).
 PROFILE ?= release

@@ -247,6 +247,16 @@ async fn source_messages_never_reach_the_stock_filter() {
         )
         .await
         .unwrap();
+    // Source messages carry no version: two changes of one source in flight at once may be
+    // applied in either order. Like the OMS, send the update once the creation is applied.
+    wait_until("the created source", PATIENCE, || async {
+        env.db
+            .query_opt("SELECT 1 FROM sources WHERE source_id = 'WH-1'", &[])
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
     source["configurations"]["capabilities"]["services"] = json!(["STORE_PICKUP"]);
     source["aggregate_ids"] = json!(["EU", "US"]);
     publisher

@@ -341,6 +341,24 @@ impl TestEnv {
         letters
     }
 
+    /// The same environment with a new connection of its own (after a database restart).
+    #[allow(dead_code, reason = "used by the restart suite")]
+    pub async fn reconnect(mut self) -> Self {
+        let (db, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let fresh = Self {
+            db_name: self.db_name.clone(),
+            database_url: self.database_url.clone(),
+            prefix: self.prefix.clone(),
+            db,
+            cleaned: false,
+        };
+        self.cleaned = true;
+        fresh
+    }
+
     /// Drops the database and the queues and exchanges of the prefix.
     pub async fn teardown(mut self) {
         cleanup(&self.db_name, &self.prefix).await;

@@ -13,6 +13,7 @@ mod postsales_bad_input;
 mod postsales_processes;
 mod postsales_storefront;
 mod postsales_support;
+mod privileges;
 mod proxy;
 mod registration;
 mod report;
