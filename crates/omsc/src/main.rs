@@ -9,6 +9,7 @@ mod returns_cmd;
 mod settings;
 mod simulate_cmd;
 mod status;
+mod topology_cmd;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -66,6 +67,11 @@ enum Command {
         db: DatabaseArgs,
         #[command(subcommand)]
         command: returns_cmd::Command,
+    },
+    /// The broker topology the workers declare (`definitions`: as a RabbitMQ definitions file).
+    Topology {
+        #[command(subcommand)]
+        command: topology_cmd::Command,
     },
     /// Connector-wide switches.
     Settings {
@@ -179,6 +185,18 @@ fn install(
     }
 }
 
+impl Module {
+    /// The module's queue (its name and bindings), for `omsc topology`.
+    fn queue(self) -> runtime::QueueSpec {
+        match self {
+            Module::Inventory => inventory::QUEUE,
+            Module::Sales => sales::QUEUE,
+            Module::Postsales => postsales::QUEUE,
+            Module::Catalog => catalog::QUEUE,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -206,6 +224,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Returns { db, command } => returns_cmd::run(&db.database_url, command).await,
         Command::Simulate { command } => simulate_cmd::run(command).await,
+        Command::Topology { command } => {
+            let queues: Vec<_> = ALL_MODULES.iter().map(|m| m.queue()).collect();
+            topology_cmd::run(command, &queues)
+        }
         Command::Bench(args) => bench_cmd::run(args).await,
         Command::DeadLetters {
             db,

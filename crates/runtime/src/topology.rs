@@ -139,14 +139,32 @@ impl Topology {
         insert_str(args, "x-overflow", "reject-publish");
     }
 
+    /// The exchanges, durable topics both: the OMS publishes to the first, the connector to
+    /// the second.
+    pub fn exchanges(&self) -> [String; 2] {
+        [self.oms_exchange(), self.commerce_exchange()]
+    }
+
+    /// A module's bindings: `(queue, exchange, routing pattern)`.
+    pub fn bindings(&self, spec: &QueueSpec) -> Vec<(String, String, String)> {
+        spec.oms_bindings
+            .iter()
+            .map(|pattern| (self.queue(spec), self.oms_exchange(), (*pattern).to_owned()))
+            .collect()
+    }
+
     /// Declares the exchanges, the module's queues and its bindings. Idempotent; a queue that
     /// exists with other arguments makes the broker close the channel with an error naming it.
+    ///
+    /// What is declared comes from [`Topology::exchanges`], [`Topology::queues`] and
+    /// [`Topology::bindings`], which [`Topology::definitions`] writes out too: the worker and
+    /// `deploy/rabbitmq/definitions.json` cannot disagree.
     pub async fn declare(&self, channel: &Channel, spec: &QueueSpec) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        for exchange in [self.oms_exchange(), self.commerce_exchange()] {
+        for exchange in self.exchanges() {
             channel
                 .exchange_declare(
                     ShortString::from(exchange),
@@ -165,12 +183,12 @@ impl Topology {
                 .queue_declare(ShortString::from(name), durable, args)
                 .await?;
         }
-        for pattern in spec.oms_bindings {
+        for (queue, exchange, pattern) in self.bindings(spec) {
             channel
                 .queue_bind(
-                    ShortString::from(self.queue(spec)),
-                    ShortString::from(self.oms_exchange()),
-                    ShortString::from(*pattern),
+                    ShortString::from(queue),
+                    ShortString::from(exchange),
+                    ShortString::from(pattern),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -178,6 +196,78 @@ impl Topology {
         }
         Ok(())
     }
+
+    /// The topology of `specs` as a RabbitMQ definitions document (the format of
+    /// `rabbitmqctl import_definitions` and of the management API), for brokers on which the
+    /// workers may not declare (`OMSC_DECLARE_TOPOLOGY=false`). Same order as [`declare`]:
+    /// dead-letter targets before the queues that route to them.
+    ///
+    /// [`declare`]: Topology::declare
+    pub fn definitions(&self, specs: &[QueueSpec], vhost: &str) -> serde_json::Value {
+        use serde_json::json;
+        let exchanges: Vec<_> = self
+            .exchanges()
+            .into_iter()
+            .map(|name| {
+                json!({
+                    "name": name,
+                    "vhost": vhost,
+                    "type": "topic",
+                    "durable": true,
+                    "auto_delete": false,
+                    "internal": false,
+                    "arguments": {},
+                })
+            })
+            .collect();
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        for spec in specs {
+            for (name, args) in self.queues(spec) {
+                queues.push(json!({
+                    "name": name,
+                    "vhost": vhost,
+                    "durable": true,
+                    "auto_delete": false,
+                    "arguments": arguments_json(&args),
+                }));
+            }
+            for (queue, exchange, pattern) in self.bindings(spec) {
+                bindings.push(json!({
+                    "source": exchange,
+                    "vhost": vhost,
+                    "destination": queue,
+                    "destination_type": "queue",
+                    "routing_key": pattern,
+                    "arguments": {},
+                }));
+            }
+        }
+        json!({
+            "exchanges": exchanges,
+            "queues": queues,
+            "bindings": bindings,
+        })
+    }
+}
+
+/// Queue arguments as JSON. The topology only uses strings and integers; anything else
+/// would be a new kind of argument whose JSON form must be chosen here first.
+fn arguments_json(args: &FieldTable) -> serde_json::Value {
+    let map = args
+        .inner()
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                AMQPValue::LongString(s) => serde_json::Value::from(s.to_string()),
+                AMQPValue::LongLongInt(n) => serde_json::Value::from(*n),
+                AMQPValue::LongInt(n) => serde_json::Value::from(*n),
+                other => panic!("queue argument {key} has no JSON form yet: {other:?}"),
+            };
+            (key.to_string(), value)
+        })
+        .collect::<serde_json::Map<_, _>>();
+    serde_json::Value::Object(map)
 }
 
 fn insert_str(args: &mut FieldTable, key: &str, value: &str) {
@@ -227,5 +317,70 @@ mod tests {
             let has_route = args.inner().contains_key("x-dead-letter-routing-key");
             assert_eq!(has_route, !name.ends_with(".dead"), "{name}");
         }
+    }
+
+    #[test]
+    fn definitions_hold_what_declare_declares_and_every_route_leads_somewhere() {
+        let topology = Topology::new("", QueueType::Quorum);
+        let sales = QueueSpec {
+            name: "connector.sales",
+            oms_bindings: &["magento.sales.#", "magento.logistics.#"],
+        };
+        let doc = topology.definitions(&[SPEC, sales], "/");
+        let queues = doc["queues"].as_array().unwrap();
+        let declared: Vec<String> = [SPEC, sales]
+            .iter()
+            .flat_map(|spec| topology.queues(spec))
+            .map(|(name, _)| name)
+            .collect();
+        let written: Vec<&str> = queues.iter().map(|q| q["name"].as_str().unwrap()).collect();
+        assert_eq!(written, declared);
+        for queue in queues {
+            assert_eq!(queue["arguments"]["x-queue-type"], "quorum");
+            if let Some(route) = queue["arguments"]["x-dead-letter-routing-key"].as_str() {
+                assert!(written.contains(&route), "{route} is not defined");
+            }
+        }
+        let retry = queues
+            .iter()
+            .find(|q| q["name"] == "connector.inventory.retry.10s")
+            .unwrap();
+        assert_eq!(retry["arguments"]["x-message-ttl"], 10_000);
+        assert_eq!(
+            retry["arguments"]["x-dead-letter-routing-key"],
+            "connector.inventory"
+        );
+        let main = queues
+            .iter()
+            .find(|q| q["name"] == "connector.inventory")
+            .unwrap();
+        assert_eq!(main["arguments"]["x-delivery-limit"], DELIVERY_LIMIT);
+        let bindings: Vec<(&str, &str, &str)> = doc["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["source"].as_str().unwrap(),
+                    b["destination"].as_str().unwrap(),
+                    b["routing_key"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            bindings,
+            [
+                ("oms.events", "connector.inventory", "magento.inventory.#"),
+                ("oms.events", "connector.sales", "magento.sales.#"),
+                ("oms.events", "connector.sales", "magento.logistics.#"),
+            ]
+        );
+        let exchanges: Vec<&str> = doc["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(exchanges, ["oms.events", "commerce.events"]);
     }
 }
