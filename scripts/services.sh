@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up, or checks, what the connector needs: PostgreSQL on 127.0.0.1:5432 and RabbitMQ
-# on 127.0.0.1:5672. Starts them when they are installed but stopped; installs them from
-# Debian's packages when they are missing and this runs as root on Debian; otherwise says
+# on 127.0.0.1:5672. Starts them when they are installed but stopped; runs them in containers
+# (deploy/compose.yaml) when they are not installed and a Docker engine answers; installs them
+# from Debian's packages when they are missing and this runs as root on Debian; otherwise says
 # exactly what is missing and fails.
 #
 # Usage: scripts/services.sh [check]   (check: only report, change nothing)
@@ -26,6 +27,17 @@ wait_for() { # what host port seconds
     return 1
 }
 
+# A Docker engine that answers, with the compose plugin: `docker` alone may be only a client.
+docker_answers() {
+    command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
+}
+
+compose_up() { # service
+    say "starting $1 in a container (deploy/compose.yaml)"
+    docker compose -f "$(dirname "$0")/../deploy/compose.yaml" up -d --wait "$1" ||
+        fail "could not start $1 with docker compose"
+}
+
 can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 
 apt_install() {
@@ -41,6 +53,10 @@ postgres_up() {
     fi
     [ "$mode" = check ] && fail "PostgreSQL is not listening on $PGHOST:$PGPORT"
     local fresh=0
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1 && docker_answers; then
+        compose_up postgres
+        return 0
+    fi
     if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
         can_install || fail "PostgreSQL is not installed; install the Debian package postgresql (as root: apt-get install postgresql)"
         apt_install postgresql
@@ -65,6 +81,10 @@ rabbitmq_up() {
         return 0
     fi
     [ "$mode" = check ] && fail "RabbitMQ is not listening on 127.0.0.1:$AMQP_PORT"
+    if ! command -v rabbitmq-server >/dev/null && docker_answers; then
+        compose_up rabbitmq
+        return 0
+    fi
     if ! command -v rabbitmq-server >/dev/null; then
         can_install || fail "RabbitMQ is not installed; install the Debian package rabbitmq-server (as root: apt-get install rabbitmq-server)"
         apt_install rabbitmq-server
