@@ -61,6 +61,19 @@ fuzz: ## Fuzz the protocol parsers for 15 minutes (FUZZ_SECONDS to change)
 fuzz-short: ## Fuzz the protocol parsers for a minute (CI)
 	scripts/fuzz.sh 60
 
+.PHONY: deploy-check
+deploy-check: ## Validate deploy/: Kubernetes and KEDA schemas, kustomize, compose, Dockerfile, YAML lint
+	@scripts/deploy-check.sh
+
+.PHONY: definitions
+definitions: ## Regenerate deploy/rabbitmq/definitions.json from the code (omsc topology definitions)
+	$(CARGO) run -q --bin omsc -- topology definitions > deploy/rabbitmq/definitions.json
+
+.PHONY: scale-out
+scale-out: services ## Run replicas of each worker under load with a rolling restart; writes docs/scale-out.md
+	$(CARGO) build --profile $(PROFILE) --bins
+	$(BIN_DIR)/omsc bench --scale-out --out docs/scale-out.md
+
 .PHONY: check
 check: check-deploy ## Formatting and lints (warnings are errors), and the deploy/ files
 	$(CARGO) fmt --all -- --check
@@ -75,4 +88,4 @@ report-screenshot: services ## Run the connector under simulated load and take d
 	@scripts/report-screenshot.sh
 
 .PHONY: ci
-ci: check test ## What CI runs
+ci: check deploy-check test ## What CI runs

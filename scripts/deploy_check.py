@@ -1,0 +1,521 @@
+#!/usr/bin/env python3
+"""Validates what deploy/ gives operators, against schemas and against the code.
+
+- Kubernetes: renders the kustomize base and every overlay with kustomize itself (the
+  pykustomize bindings), validates every object against the Kubernetes schemas of the
+  oldest and newest versions we support (strict: unknown fields fail), and the KEDA objects
+  against KEDA's CRD models (unknown fields fail too). Then the rules the connector relies
+  on: one Deployment, ScaledObject, PodDisruptionBudget and Service per module of the code,
+  probes on the metrics port, resources, a grace period above the drain time, passwords
+  only from the Secret, migrations in a Job and not in the workers.
+- compose.yaml: against the Compose specification's JSON schema, and a worker service per
+  module.
+- The Dockerfile: its structure (there is no Docker engine nor hadolint here to build or
+  lint it).
+
+The modules come from deploy/rabbitmq/definitions.json, which a test keeps equal to what
+the workers declare (`omsc topology definitions`), and the binaries from the Cargo
+manifests. `--self-test` breaks each rule on purpose and checks that it is caught.
+
+Usage: deploy_check.py [--self-test]    (run by scripts/deploy-check.sh, in .venv)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import kubernetes_validate
+import pykustomize
+import yaml
+from cloudcoil.models.keda import v1alpha1 as keda
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/dev", "k8s/overlays/prod"]
+# The oldest Kubernetes the manifests are for (matchLabelKeys, unhealthyPodEvictionPolicy)
+# and the newest the schemas know: an API removed in between fails here.
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+METRICS_PORT = 9464
+# The runtime's own margin after OMSC_DRAIN_TIMEOUT_SECS before it gives up on its tasks.
+RUNTIME_DRAIN_MARGIN_SECS = 2
+SECRET_KEYS = {"DATABASE_URL", "AMQP_URL"}
+
+
+class Problems(list):
+    def add(self, where: str, what: str) -> None:
+        self.append(f"{where}: {what}")
+
+
+# --- what the code says -------------------------------------------------------------------
+
+
+def module_queues(definitions: dict) -> dict[str, str]:
+    """module -> main queue: the queues that exchanges are bound to (not retry, not dead)."""
+    bound = {b["destination"] for b in definitions["bindings"]}
+    return {q.split("connector.", 1)[1]: q for q in sorted(bound) if q.startswith("connector.")}
+
+
+def workspace_binaries() -> set[str]:
+    names = set()
+    for manifest in ROOT.glob("crates/*/Cargo.toml"):
+        for binary in tomllib.loads(manifest.read_text()).get("bin", []):
+            names.add(binary["name"])
+    return names
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+
+def render(kustomization: str) -> list[dict]:
+    result = asyncio.run(pykustomize.build(str(DEPLOY / kustomization)))
+    return [d for d in yaml.safe_load_all(result.yaml) if d]
+
+
+def name_of(doc: dict) -> str:
+    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+def differences(given, kept, path="") -> list[str]:
+    """Where `kept` (what a model kept of `given`) lost or changed something."""
+    if isinstance(given, dict):
+        if not isinstance(kept, dict):
+            return [f"{path or '/'} is not an object"]
+        out = []
+        for key, value in given.items():
+            if key not in kept:
+                out.append(f"{path}/{key} is not a field")
+            else:
+                out.extend(differences(value, kept[key], f"{path}/{key}"))
+        return out
+    if isinstance(given, list):
+        if not isinstance(kept, list) or len(kept) != len(given):
+            return [f"{path} changed"]
+        return [d for i, (g, k) in enumerate(zip(given, kept)) for d in differences(g, k, f"{path}/{i}")]
+    return [] if given == kept and type(given) is type(kept) else [f"{path} = {given!r} is not valid"]
+
+
+def check_schema(doc: dict, where: str, problems: Problems) -> None:
+    if doc.get("apiVersion", "").startswith("keda.sh/"):
+        model = getattr(keda, doc.get("kind", ""), None)
+        if model is None:
+            problems.add(where, f"no KEDA model for {doc.get('kind')}")
+            return
+        try:
+            kept = model.model_validate(doc).model_dump(by_alias=True, exclude_unset=True, mode="json")
+        except Exception as e:  # pydantic's ValidationError, with every field it refused
+            problems.add(where, f"not a valid KEDA {doc['kind']}: {e}")
+            return
+        for difference in differences(doc, kept):
+            problems.add(where, f"KEDA {doc['kind']}: {difference}")
+        return
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            problems.add(where, f"Kubernetes {version}: {e.message} at /{'/'.join(map(str, e.path))}")
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.add(where, f"Kubernetes {version} has no {doc.get('apiVersion')} {doc.get('kind')}")
+
+
+def env_value(container: dict, name: str):
+    for var in container.get("env", []):
+        if var["name"] == name:
+            return var
+    return None
+
+
+def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], binaries: set[str], problems: Problems) -> None:
+    by_kind: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    config = {}
+    for cm in by_kind.get("ConfigMap", []):
+        if cm["metadata"]["name"].startswith("omsc-config"):
+            config = cm.get("data", {})
+    drain = int(config.get("OMSC_DRAIN_TIMEOUT_SECS", 10))
+    prefix = config.get("OMSC_PREFIX", "")
+    deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind.get("ScaledObject", [])}
+    auths = {a["metadata"]["name"]: a for a in by_kind.get("TriggerAuthentication", [])}
+    here = f"{kustomization}"
+
+    expected = {f"omsc-{module}" for module in modules}
+    for missing in sorted(expected - deployments.keys()):
+        problems.add(here, f"no Deployment {missing} for the module's queue (add deploy/k8s/base/modules/{missing[5:]})")
+    for extra in sorted(deployments.keys() - expected):
+        problems.add(here, f"Deployment {extra} runs no module of the code")
+
+    for name, deployment in deployments.items():
+        where = f"{here} Deployment/{name}"
+        module = name.removeprefix("omsc-")
+        spec = deployment["spec"]
+        pod = spec["template"]["spec"]
+        labels = spec["template"]["metadata"].get("labels", {})
+        if "replicas" in spec:
+            problems.add(where, "sets replicas: the ScaledObject's autoscaler owns the count")
+        if spec["selector"].get("matchLabels", {}).get("app.kubernetes.io/component") != module:
+            problems.add(where, "the selector does not pick the module's pods alone")
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if grace <= drain + RUNTIME_DRAIN_MARGIN_SECS:
+            problems.add(where, f"terminationGracePeriodSeconds {grace} is not above the drain time {drain}+{RUNTIME_DRAIN_MARGIN_SECS}s")
+        security = pod.get("securityContext", {})
+        if not security.get("runAsNonRoot") or security.get("runAsUser", 0) == 0:
+            problems.add(where, "must run as a non-root user")
+        containers = pod["containers"]
+        if len(containers) != 1:
+            problems.add(where, "one container per worker pod")
+            continue
+        container = containers[0]
+        if container.get("command") != [f"/usr/local/bin/omsc-{module}"]:
+            problems.add(where, f"runs {container.get('command')}, not omsc-{module}")
+        if f"omsc-{module}" not in binaries:
+            problems.add(where, f"no binary omsc-{module} in the workspace")
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        if ports.get("metrics") != METRICS_PORT:
+            problems.add(where, f"the metrics port is not {METRICS_PORT}")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = container.get(probe, {}).get("httpGet", {})
+            port = get.get("port")
+            port = ports.get(port, port)
+            if get.get("path") != path or port != METRICS_PORT:
+                problems.add(where, f"{probe} must GET {path} on port {METRICS_PORT}")
+        resources = container.get("resources", {})
+        for kind, keys in (("requests", ("cpu", "memory")), ("limits", ("memory",))):
+            for key in keys:
+                if key not in resources.get(kind, {}):
+                    problems.add(where, f"no {kind}.{key}")
+        migrate = env_value(container, "OMSC_MIGRATE")
+        if not migrate or migrate.get("value") != "false":
+            problems.add(where, "workers must not migrate (OMSC_MIGRATE=false; the Job does)")
+        for key in SECRET_KEYS:
+            var = env_value(container, key)
+            if not var or "secretKeyRef" not in var.get("valueFrom", {}):
+                problems.add(where, f"{key} must come from a Secret")
+        if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            problems.add(where, "the root filesystem should be read-only")
+
+        so = scaled.get(name)
+        if so is None:
+            problems.add(where, "no ScaledObject scales it")
+        else:
+            sw = f"{here} ScaledObject/{so['metadata']['name']}"
+            s = so["spec"]
+            lo, hi = s.get("minReplicaCount", 0), s.get("maxReplicaCount", 100)
+            if not isinstance(lo, int) or not isinstance(hi, int):
+                lo, hi = 1, 1  # the schema check reports the type
+            if lo < 1:
+                problems.add(sw, "minReplicaCount must be 1 or more (outbox relays and the settler run in the workers)")
+            if hi < lo:
+                problems.add(sw, "maxReplicaCount is below minReplicaCount")
+            if "cooldownPeriod" not in s:
+                problems.add(sw, "no cooldownPeriod")
+            if "scaleDown" not in s.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {}):
+                problems.add(sw, "no scale-down behaviour: the HPA would drop replicas between two waves")
+            triggers = [t for t in s.get("triggers", []) if t.get("type") == "rabbitmq"]
+            if len(triggers) != 1:
+                problems.add(sw, "one rabbitmq trigger")
+            for t in triggers:
+                queue = t["metadata"].get("queueName")
+                if queue != prefix + modules.get(module, "?"):
+                    problems.add(sw, f"scales on {queue}, not on {prefix}{modules.get(module)}")
+                if t["metadata"].get("mode") != "QueueLength" or not t["metadata"].get("value", "").isdigit():
+                    problems.add(sw, "scales on QueueLength with a whole number of messages per replica")
+                auth = auths.get(t.get("authenticationRef", {}).get("name"))
+                if auth is None:
+                    problems.add(sw, "its TriggerAuthentication is not defined")
+                elif not any(r.get("key") == "AMQP_URL" for r in auth["spec"].get("secretTargetRef", [])):
+                    problems.add(sw, "KEDA must read the broker's address from the Secret's AMQP_URL")
+
+        def selects(selector: dict) -> bool:
+            wanted = selector.get("matchLabels", {})
+            return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+        def selects_only_module(selector: dict) -> bool:
+            return selects(selector) and selector.get("matchLabels", {}).get("app.kubernetes.io/component") == module
+
+        if not any(selects_only_module(p["spec"].get("selector", {})) for p in by_kind.get("PodDisruptionBudget", [])):
+            problems.add(where, "no PodDisruptionBudget for its pods")
+        if not any(
+            selects_only_module({"matchLabels": s["spec"].get("selector", {})})
+            and any(p.get("port") == METRICS_PORT for p in s["spec"].get("ports", []))
+            for s in by_kind.get("Service", [])
+        ):
+            problems.add(where, "no metrics Service for its pods")
+        policies = [n for n in by_kind.get("NetworkPolicy", []) if selects(n["spec"].get("podSelector", {}))]
+        if not policies:
+            problems.add(where, "no NetworkPolicy applies to its pods")
+        for n in policies:
+            egress = {p.get("port") for rule in n["spec"].get("egress", []) for p in rule.get("ports", [])}
+            if not {5432, 5672} <= egress:
+                problems.add(f"{here} NetworkPolicy/{n['metadata']['name']}", "the workers must reach PostgreSQL and RabbitMQ")
+
+    jobs = by_kind.get("Job", [])
+    migrations = [j for j in jobs if j["spec"]["template"]["spec"]["containers"][0].get("command", [])[-2:] == ["/usr/local/bin/omsc", "migrate"][-2:] or
+                  j["spec"]["template"]["spec"]["containers"][0].get("command", [])[-1:] == ["migrate"]]
+    if not migrations:
+        problems.add(here, "no Job runs `omsc migrate`")
+    for job in migrations:
+        var = env_value(job["spec"]["template"]["spec"]["containers"][0], "DATABASE_URL")
+        if not var or "secretKeyRef" not in var.get("valueFrom", {}):
+            problems.add(f"{here} Job/{job['metadata']['name']}", "DATABASE_URL must come from a Secret")
+    if kustomization.endswith("prod"):
+        for secret in by_kind.get("Secret", []):
+            problems.add(f"{here} Secret/{secret['metadata']['name']}", "production credentials do not belong in the repository")
+    for cm in by_kind.get("ConfigMap", []):
+        for key in SECRET_KEYS & set(cm.get("data", {})):
+            problems.add(f"{here} ConfigMap/{cm['metadata']['name']}", f"{key} carries a password: it belongs in the Secret")
+
+
+def check_kubernetes(modules, binaries, problems: Problems, rendered=None) -> dict[str, list[dict]]:
+    rendered = rendered or {k: render(k) for k in KUSTOMIZATIONS}
+    for kustomization, docs in rendered.items():
+        for doc in docs:
+            check_schema(doc, f"{kustomization} {name_of(doc)}", problems)
+        check_rules(docs, kustomization, modules, binaries, problems)
+    return rendered
+
+
+# --- compose.yaml -------------------------------------------------------------------------
+
+
+def check_compose_schema(path: Path, problems: Problems) -> None:
+    venv_bin = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(venv_bin / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        problems.add(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "does not follow the Compose specification:\n" + result.stdout + result.stderr)
+
+
+def check_compose_rules(compose: dict, modules: dict[str, str], problems: Problems) -> None:
+    where = "deploy/compose.yaml"
+    services = compose.get("services", {})
+    workers = {}
+    for name, service in services.items():
+        entry = service.get("entrypoint") or []
+        if entry and Path(entry[0]).name.startswith("omsc-"):
+            workers[Path(entry[0]).name.removeprefix("omsc-")] = (name, service)
+    for module in sorted(modules.keys() - workers.keys()):
+        problems.add(where, f"no worker service runs omsc-{module}")
+    if "migrate" not in services or services["migrate"].get("command") != ["migrate"]:
+        problems.add(where, "a migrate service runs `omsc migrate` before the workers")
+    for module, (name, service) in workers.items():
+        env = service.get("environment", {})
+        if str(env.get("OMSC_MIGRATE")) != "false":
+            problems.add(f"{where} {name}", "workers must not migrate (OMSC_MIGRATE=false)")
+        if service.get("depends_on", {}).get("migrate", {}).get("condition") != "service_completed_successfully":
+            problems.add(f"{where} {name}", "must wait for the migrate service to complete")
+        if "ports" in service:
+            problems.add(f"{where} {name}", "a worker publishes no host port, or it could not be scaled")
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, current = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue
+        current += " " + stripped.removesuffix("\\").strip() if current else stripped.removesuffix("\\").strip()
+        if not stripped.endswith("\\"):
+            keyword, _, args = current.partition(" ")
+            out.append((keyword.upper(), args.strip()))
+            current = ""
+    if current:
+        out.append(("<unterminated>", current))
+    return out
+
+
+def check_dockerfile(text: str, ignore: str, binaries: set[str], problems: Problems) -> None:
+    where = "deploy/docker/Dockerfile"
+    instructions = dockerfile_instructions(text)
+    known = {"FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "LABEL", "HEALTHCHECK", "STOPSIGNAL", "VOLUME", "SHELL", "ONBUILD"}
+    for keyword, args in instructions:
+        if keyword not in known:
+            problems.add(where, f"unknown instruction {keyword} {args[:40]}")
+    stages = []
+    for i, (keyword, args) in enumerate(instructions):
+        if keyword == "FROM":
+            words = args.split()
+            image = words[0]
+            alias = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append({"image": image, "alias": alias, "body": []})
+            if ":" not in image.split("/")[-1] and "@" not in image:
+                problems.add(where, f"{image} has no tag")
+            if image.endswith(":latest"):
+                problems.add(where, f"{image}: pin a version, not latest")
+        elif stages:
+            stages[-1]["body"].append((keyword, args))
+        elif keyword != "ARG":
+            problems.add(where, f"{keyword} before the first FROM")
+    if len(stages) < 2:
+        problems.add(where, "a multi-stage build: the toolchain stays out of the image")
+        return
+    aliases = {s["alias"] for s in stages if s["alias"]}
+    final = stages[-1]
+    for keyword, args in final["body"]:
+        if keyword == "RUN":
+            problems.add(where, "the runtime image has no shell: no RUN in the last stage")
+        if keyword == "COPY":
+            source = re.search(r"--from=(\S+)", args)
+            if source and source.group(1) not in aliases:
+                problems.add(where, f"COPY --from={source.group(1)} names no stage")
+    for stage in stages:
+        for keyword, args in stage["body"]:
+            if keyword == "ADD" and re.search(r"https?://", args):
+                problems.add(where, "ADD of a URL: fetch nothing unverified")
+            if keyword == "RUN" and "cargo build" in args and not all(f in args for f in ("--release", "--locked")):
+                problems.add(where, "cargo build --release --locked: the image is built from Cargo.lock")
+    users = [args for keyword, args in final["body"] if keyword == "USER"]
+    if not users or users[-1].split(":")[0] in {"0", "root"} or not users[-1].split(":")[0].isdigit():
+        problems.add(where, "the last stage must run as a non-root user, by number (runAsNonRoot checks it)")
+    if not any(keyword == "EXPOSE" and str(METRICS_PORT) in args.split() for keyword, args in final["body"]):
+        problems.add(where, f"EXPOSE {METRICS_PORT} (metrics and probes)")
+    entry = [args for keyword, args in final["body"] if keyword == "ENTRYPOINT"]
+    if not entry or not entry[-1].startswith("["):
+        problems.add(where, "ENTRYPOINT in exec form, so SIGTERM reaches the process")
+    copied = " ".join(args for s in stages for k, args in s["body"] if k == "RUN")
+    glob = re.search(r"-name '([^']+)'", copied)
+    pattern = glob.group(1) if glob else None
+    for binary in sorted(binaries):
+        if pattern is None or not Path(binary).match(pattern):
+            problems.add(where, f"the binary {binary} does not reach the image")
+    ignored = {line.strip().rstrip("/") for line in ignore.splitlines() if line.strip() and not line.startswith("#")}
+    for needed in ("target", ".git", ".venv"):
+        if needed not in ignored:
+            problems.add("deploy/docker/Dockerfile.dockerignore", f"{needed}/ must stay out of the build context")
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def inputs():
+    definitions = json.loads((DEPLOY / "rabbitmq/definitions.json").read_text())
+    modules = module_queues(definitions)
+    binaries = {b for b in workspace_binaries() if b.startswith("omsc")}
+    return modules, binaries
+
+
+def check_all() -> Problems:
+    problems = Problems()
+    modules, binaries = inputs()
+    if not modules:
+        problems.add("deploy/rabbitmq/definitions.json", "no module queue")
+    rendered = check_kubernetes(modules, binaries, problems)
+    count = sum(len(docs) for docs in rendered.values())
+    compose_path = DEPLOY / "compose.yaml"
+    check_compose_schema(compose_path, problems)
+    check_compose_rules(yaml.safe_load(compose_path.read_text()), modules, problems)
+    check_dockerfile(
+        (DEPLOY / "docker/Dockerfile").read_text(),
+        (DEPLOY / "docker/Dockerfile.dockerignore").read_text(),
+        binaries, problems,
+    )
+    if not problems:
+        print(f"deploy-check: {count} Kubernetes objects in {len(rendered)} renderings valid against "
+              f"Kubernetes {' and '.join(KUBERNETES_VERSIONS)} and KEDA; modules {', '.join(sorted(modules))} "
+              f"deployed; compose.yaml and the Dockerfile are sound")
+    return problems
+
+
+def self_test() -> int:
+    """Each rule, broken on purpose, must be reported: a check that cannot fail checks nothing."""
+    modules, binaries = inputs()
+    rendered = {k: render(k) for k in KUSTOMIZATIONS}
+    base = rendered["k8s/overlays/prod"]
+
+    def find(docs, kind):
+        return next(d for d in docs if d["kind"] == kind)
+
+    def k8s_case(mutate):
+        docs = copy.deepcopy(base)
+        mutate(docs)
+        problems = Problems()
+        check_kubernetes(modules, binaries, problems, {"k8s/overlays/prod": docs})
+        return problems
+
+    def container(docs):
+        return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    dockerfile = (DEPLOY / "docker/Dockerfile").read_text()
+    ignore = (DEPLOY / "docker/Dockerfile.dockerignore").read_text()
+
+    def compose_case(mutate):
+        doc = copy.deepcopy(compose)
+        mutate(doc)
+        problems = Problems()
+        check_compose_rules(doc, modules, problems)
+        return problems
+
+    def compose_schema_case(mutate):
+        doc = copy.deepcopy(compose)
+        mutate(doc)
+        path = ROOT / ".venv" / "compose-self-test.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        problems = Problems()
+        check_compose_schema(path, problems)
+        path.unlink()
+        return problems
+
+    def docker_case(old, new):
+        assert old in dockerfile, old
+        problems = Problems()
+        check_dockerfile(dockerfile.replace(old, new), ignore, binaries, problems)
+        return problems
+
+    cases = {
+        "a misspelt Deployment field": k8s_case(lambda d: container(d).update(imagePullPolicyy="Always")),
+        "a misspelt ScaledObject field": k8s_case(lambda d: find(d, "ScaledObject")["spec"].update(cooldownPerod=300)),
+        "a ScaledObject field of the wrong type": k8s_case(lambda d: find(d, "ScaledObject")["spec"].update(maxReplicaCount="six")),
+        "a grace period below the drain time": k8s_case(lambda d: find(d, "Deployment")["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=5)),
+        "a liveness probe on the wrong path": k8s_case(lambda d: container(d)["livenessProbe"]["httpGet"].update(path="/readyz")),
+        "no memory limit": k8s_case(lambda d: container(d)["resources"]["limits"].pop("memory")),
+        "a password in plain sight": k8s_case(lambda d: container(d)["env"].__setitem__(1, {"name": "DATABASE_URL", "value": "postgres://omsc:secret@db/omsc"})),
+        "a worker that migrates": k8s_case(lambda d: container(d)["env"].__setitem__(0, {"name": "OMSC_MIGRATE", "value": "true"})),
+        "a module without its Deployment": k8s_case(lambda d: d.remove(find(d, "Deployment"))),
+        "scaling on another queue": k8s_case(lambda d: find(d, "ScaledObject")["spec"]["triggers"][0]["metadata"].update(queueName="connector.other")),
+        "no PodDisruptionBudget": k8s_case(lambda d: d.remove(find(d, "PodDisruptionBudget"))),
+        "no migrations Job": k8s_case(lambda d: d.remove(find(d, "Job"))),
+        "compose: an unknown key": compose_schema_case(lambda c: c["services"]["postgres"].update(restart_policy="always")),
+        "compose: a module without a worker": compose_case(lambda c: c["services"].pop(next(n for n, s in c["services"].items() if s.get("entrypoint")))),
+        "Dockerfile: running as root": docker_case("USER 65532:65532", "USER root"),
+        "Dockerfile: one stage": docker_case("FROM gcr.io/distroless/cc-debian12:nonroot AS runtime", "RUN true"),
+        "Dockerfile: a binary left behind": docker_case("-name 'omsc*'", "-name 'omsc'"),
+        "Dockerfile: an unlocked build": docker_case("--locked", ""),
+    }
+    if "-v" in sys.argv:
+        for name, problems in cases.items():
+            print(f"{name}: {problems[:2]}")
+    missed = [name for name, problems in cases.items() if not problems]
+    for name in missed:
+        print(f"deploy-check self-test: {name} was NOT caught", file=sys.stderr)
+    if not missed:
+        print(f"deploy-check self-test: all {len(cases)} broken cases caught")
+    return 1 if missed else 0
+
+
+def main() -> int:
+    if "--self-test" in sys.argv[1:]:
+        return self_test()
+    problems = check_all()
+    for problem in problems:
+        print(f"deploy-check: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
