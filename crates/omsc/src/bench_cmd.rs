@@ -10,6 +10,13 @@ pub struct BenchArgs {
     /// A short run (small sizes) for smoke tests.
     #[arg(long)]
     quick: bool,
+    /// Instead of the ceilings: replicas of the worker on one queue under load, and a
+    /// rolling restart (writes docs/scale-out.md with --out).
+    #[arg(long)]
+    scale_out: bool,
+    /// Replicas in the scale-out runs.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
     /// Where to write the report (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -59,13 +66,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         only: args.only,
     };
-    let report = bench::run(&setup).await?;
-    let command = if args.quick {
-        "make bench-quick"
+    let markdown = if args.scale_out {
+        let report = bench::scale_out::run(&setup, args.replicas, args.quick).await?;
+        report.markdown("make scale-out")
     } else {
-        "make bench"
+        let report = bench::run(&setup).await?;
+        let command = if args.quick {
+            "make bench-quick"
+        } else {
+            "make bench"
+        };
+        report.markdown(command)
     };
-    let markdown = report.markdown(command);
     println!("{markdown}");
     if let Some(out) = args.out {
         std::fs::write(&out, &markdown)?;

@@ -9,6 +9,7 @@ mod ceilings;
 mod connector;
 mod naive;
 mod report;
+pub mod scale_out;
 mod support;
 
 use std::path::PathBuf;
