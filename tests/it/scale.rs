@@ -1,14 +1,20 @@
-//! Scale-out: three replicas of the inventory worker as separate processes on one queue,
-//! under a shuffled, partly duplicated stock storm; then a rolling restart of all three
-//! while the storm keeps coming. Both end at the model's state with nothing dead-lettered.
+//! Scale-out: three replicas of each module's worker as separate processes on its queue.
+//! Inventory: a shuffled, partly duplicated stock storm, then a rolling restart of all three
+//! while the storm keeps coming; both end at the model's state with nothing dead-lettered
 //! (`make scale-out` runs the same scenarios on release builds for the figures of
-//! docs/scale-out.md.)
+//! docs/scale-out.md). Sales: exports shared by three relays, then shuffled lifecycles
+//! through a rolling restart, ending as one worker given them in order.
 
 use chrono::{TimeZone, Utc};
+use omsc::fleet::Fleet;
 use omsc::scale::{self, Arrival, Load, Target};
+use omsc::simulate::orders::{self, OmsMessage, OrdersSpec, deliveries};
 use omsc::simulate::stock::StormSpec;
 
-use crate::helpers::{AMQP_URL, TestEnv, binary};
+use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, binary, wait_until};
+use crate::sales_support::{
+    OmsInbox, end_state, oms_publisher, outcomes, place_all, publish, start_sales, wait_exported,
+};
 
 const REPLICAS: usize = 3;
 
@@ -50,6 +56,7 @@ async fn three_replicas_share_a_shuffled_duplicated_storm_and_reach_the_model() 
         &target(&env, &[]),
         &mixed_load(21, 2_000, 300, (1, 1, 8)),
         REPLICAS,
+        Arrival::WhileRunning,
     )
     .await
     .unwrap();
@@ -120,5 +127,91 @@ async fn a_rolling_restart_under_load_loses_nothing() {
         run.depth_at_sigterm,
         run.stopped.iter().map(|s| s.drain).collect::<Vec<_>>()
     );
+    env.teardown().await;
+}
+
+/// The sales module the same way: orders placed as a storefront places them, exported by
+/// three `omsc-sales` replicas sharing the outbox, then the OMS's lifecycle messages about
+/// them, shuffled and half of them twice, with every replica replaced one at a time while
+/// they arrive. The end state equals that of one worker given the messages in order.
+#[tokio::test]
+async fn three_sales_replicas_through_a_rolling_restart_end_as_one_worker_in_order() {
+    let orders = orders::generate(&OrdersSpec {
+        seed: 23,
+        orders: 60,
+        virtual_share: 0.2,
+        ..OrdersSpec::default()
+    });
+    let messages: Vec<OmsMessage> = orders.iter().flat_map(|o| o.lifecycle()).collect();
+
+    // The reference: one in-process worker, the messages in order.
+    let expected = {
+        let env = TestEnv::new().await;
+        let _inbox = OmsInbox::bind(&env).await;
+        let worker = start_sales(&env).await;
+        place_all(&env, &orders).await;
+        wait_exported(&env, orders.len() as i64).await;
+        let publisher = oms_publisher(&env).await;
+        publish(&publisher, &deliveries(&messages, 23, false, 0.0)).await;
+        let settled =
+            || async { outcomes(&worker, "applied").await + outcomes(&worker, "stale").await };
+        wait_until("every message settled", PATIENCE, || async {
+            settled().await == messages.len() as f64
+        })
+        .await;
+        let state = end_state(&env).await;
+        worker.stop().await;
+        env.teardown().await;
+        state
+    };
+
+    let env = TestEnv::new().await;
+    let _inbox = OmsInbox::bind(&env).await;
+    let publisher = oms_publisher(&env).await;
+    let prefix = env.prefix.clone();
+    let mut fleet = Fleet::new(
+        "sales",
+        &binary("omsc-sales"),
+        &[
+            ("DATABASE_URL", env.database_url.as_str()),
+            ("AMQP_URL", AMQP_URL),
+            ("OMSC_PREFIX", prefix.as_str()),
+            ("OMSC_MIGRATE", "false"),
+            ("OMSC_DB_POOL_SIZE", "4"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    fleet.start(REPLICAS).await.unwrap();
+    place_all(&env, &orders).await;
+    wait_exported(&env, orders.len() as i64).await;
+    let shuffled = deliveries(&messages, 23, true, 0.5);
+    let (first, rest) = shuffled.split_at(shuffled.len() / 2);
+    publish(&publisher, first).await;
+    let mut stopped = Vec::new();
+    for wave in rest.chunks(rest.len().div_ceil(REPLICAS)) {
+        publish(&publisher, wave).await;
+        stopped.push(fleet.replace_oldest().await.unwrap());
+    }
+    for s in &stopped {
+        assert!(
+            s.status.success(),
+            "{} exited with {} after SIGTERM",
+            s.figures.name,
+            s.status
+        );
+    }
+    let handled_before_sigterm: f64 = stopped.iter().map(|s| s.figures.messages).sum();
+    assert!(
+        handled_before_sigterm > 0.0,
+        "the replicas were replaced while they consumed: {stopped:?}"
+    );
+    eprintln!("sales replicas replaced: {stopped:?}");
+    wait_until("the end state of the in-order run", PATIENCE, || async {
+        end_state(&env).await == expected
+    })
+    .await;
+    env.assert_no_dead_letters().await;
+    assert_eq!(env.depth("connector.sales").await, 0);
+    fleet.stop_all().await.unwrap();
     env.teardown().await;
 }
