@@ -218,6 +218,14 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
                 problems.add(sw, "no cooldownPeriod")
             if "scaleDown" not in s.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {}):
                 problems.add(sw, "no scale-down behaviour: the HPA would drop replicas between two waves")
+            for t in s.get("triggers", []):
+                if t.get("type") != "postgresql":
+                    continue
+                if f"module = '{module}'" not in t["metadata"].get("query", ""):
+                    problems.add(sw, "its outbox trigger counts another module's rows")
+                auth = auths.get(t.get("authenticationRef", {}).get("name"))
+                if auth is None or not any(r.get("key") == "DATABASE_URL" for r in auth["spec"].get("secretTargetRef", [])):
+                    problems.add(sw, "KEDA must read the database's address from the Secret's DATABASE_URL")
             triggers = [t for t in s.get("triggers", []) if t.get("type") == "rabbitmq"]
             if len(triggers) != 1:
                 problems.add(sw, "one rabbitmq trigger")
@@ -488,6 +496,9 @@ def self_test() -> int:
         "a worker that migrates": k8s_case(lambda d: container(d)["env"].__setitem__(0, {"name": "OMSC_MIGRATE", "value": "true"})),
         "a module without its Deployment": k8s_case(lambda d: d.remove(find(d, "Deployment"))),
         "scaling on another queue": k8s_case(lambda d: find(d, "ScaledObject")["spec"]["triggers"][0]["metadata"].update(queueName="connector.other")),
+        "an outbox trigger on another module": k8s_case(lambda d: next(
+            t for so in d if so["kind"] == "ScaledObject" for t in so["spec"]["triggers"] if t["type"] == "postgresql"
+        )["metadata"].update(query="SELECT count(*) FROM outbox WHERE module = 'other'")),
         "no PodDisruptionBudget": k8s_case(lambda d: d.remove(find(d, "PodDisruptionBudget"))),
         "no migrations Job": k8s_case(lambda d: d.remove(find(d, "Job"))),
         "compose: an unknown key": compose_schema_case(lambda c: c["services"]["postgres"].update(restart_policy="always")),
