@@ -126,7 +126,7 @@ async fn outbox_rows(env: &TestEnv) -> i64 {
         .get(0)
 }
 
-async fn pending(env: &TestEnv) -> i64 {
+pub async fn pending(env: &TestEnv) -> i64 {
     env.db
         .query_one(
             "SELECT count(*) FROM outbox WHERE module = 'catalog' AND sent_at IS NULL",

@@ -3,9 +3,14 @@
 //! while the storm keeps coming; both end at the model's state with nothing dead-lettered
 //! (`make scale-out` runs the same scenarios on release builds for the figures of
 //! docs/scale-out.md). Sales: exports shared by three relays, then shuffled lifecycles
-//! through a rolling restart, ending as one worker given them in order.
+//! through a rolling restart, ending as one worker given them in order. Catalog: the product
+//! outbox relayed by three replicas through a rolling restart while products keep changing.
+
+use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
+use futures::StreamExt;
+use lapin::options::BasicAckOptions;
 use omsc::fleet::Fleet;
 use omsc::scale::{self, Arrival, Load, Target};
 use omsc::simulate::orders::{self, OmsMessage, OrdersSpec, deliveries};
@@ -213,5 +218,107 @@ async fn three_sales_replicas_through_a_rolling_restart_end_as_one_worker_in_ord
     env.assert_no_dead_letters().await;
     assert_eq!(env.depth("connector.sales").await, 0);
     fleet.stop_all().await.unwrap();
+    env.teardown().await;
+}
+
+/// The catalog module: three `omsc-catalog` replicas relay the product outbox while a
+/// storefront keeps saving products, and every replica is replaced one at a time meanwhile.
+/// The OMS ends with every product's latest state, and no row is left or failed.
+#[tokio::test]
+async fn three_catalog_replicas_through_a_rolling_restart_export_every_products_latest_state() {
+    const PRODUCTS: usize = 300;
+    let env = TestEnv::new().await;
+    let (_connection, mut inbox) =
+        crate::catalog::commerce_inbox(&env, protocol::catalog::methods::PRODUCT_UPDATED).await;
+    // The OMS's view: the last price received per SKU.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, f64>::new()));
+    let collector = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = inbox.next().await {
+                delivery.ack(BasicAckOptions::default()).await.unwrap();
+                let message: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+                let product = &message["params"]["product"];
+                let sku = product["sku"].as_str().unwrap().to_owned();
+                let price = product["price"]["amount"].as_f64().unwrap();
+                received.lock().unwrap().insert(sku, price);
+            }
+        })
+    };
+    let save_all = |price: i32| {
+        let db = &env.db;
+        async move {
+            db.execute(
+                "INSERT INTO products (sku, type, name, price, currency)
+                 SELECT 'SCALE-' || lpad(i::text, 5, '0'), 'simple', 'Product ' || i, $1, 'EUR'
+                   FROM generate_series(1, $2::int) AS i
+                 ON CONFLICT (sku) DO UPDATE SET price = excluded.price",
+                &[&rust_decimal::Decimal::from(price), &(PRODUCTS as i32)],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let prefix = env.prefix.clone();
+    let mut fleet = Fleet::new(
+        "catalog",
+        &binary("omsc-catalog"),
+        &[
+            ("DATABASE_URL", env.database_url.as_str()),
+            ("AMQP_URL", AMQP_URL),
+            ("OMSC_PREFIX", prefix.as_str()),
+            ("OMSC_MIGRATE", "false"),
+            ("OMSC_DB_POOL_SIZE", "4"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    fleet.start(REPLICAS).await.unwrap();
+    save_all(1).await;
+    let mut stopped = Vec::new();
+    let mut pending_at_sigterm = Vec::new();
+    for wave in 0..REPLICAS as i32 {
+        save_all(2 + wave).await;
+        pending_at_sigterm.push(crate::catalog::pending(&env).await);
+        stopped.push(fleet.replace_oldest().await.unwrap());
+    }
+    assert!(
+        pending_at_sigterm.iter().all(|&rows| rows > 0),
+        "each SIGTERM must come while rows wait to be sent: {pending_at_sigterm:?}"
+    );
+    eprintln!("catalog outbox rows pending at each SIGTERM: {pending_at_sigterm:?}");
+    let last_price = 1.0 + REPLICAS as f64;
+    for s in &stopped {
+        assert!(
+            s.status.success(),
+            "{} exited with {} after SIGTERM",
+            s.figures.name,
+            s.status
+        );
+    }
+    // A row is marked sent after the broker confirmed its message: wait for both.
+    wait_until(
+        "every product's latest state at the OMS and every row sent",
+        PATIENCE,
+        || async {
+            let all_latest = {
+                let received = received.lock().unwrap();
+                received.len() == PRODUCTS && received.values().all(|&p| p == last_price)
+            };
+            all_latest && crate::catalog::pending(&env).await == 0
+        },
+    )
+    .await;
+    let failed: i64 = env
+        .db
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE module = 'catalog' AND failed_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0, "no outbox row failed");
+    fleet.stop_all().await.unwrap();
+    collector.abort();
     env.teardown().await;
 }
