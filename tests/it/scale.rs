@@ -5,6 +5,7 @@
 //! docs/scale-out.md). Sales: exports shared by three relays, then shuffled lifecycles
 //! through a rolling restart, ending as one worker given them in order. Catalog: the product
 //! outbox relayed by three replicas through a rolling restart while products keep changing.
+//! Post-sales: a refund stream through a rolling restart credits each credit note once.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +15,14 @@ use lapin::options::BasicAckOptions;
 use omsc::fleet::Fleet;
 use omsc::scale::{self, Arrival, Load, Target};
 use omsc::simulate::orders::{self, OmsMessage, OrdersSpec, deliveries};
+use omsc::simulate::postsales::refund;
 use omsc::simulate::stock::StormSpec;
+use rust_decimal::Decimal;
 
 use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, binary, wait_until};
+use crate::postsales_support::{
+    balance, oms_publisher as postsales_publisher, paid_order, placed_and_shipped,
+};
 use crate::sales_support::{
     OmsInbox, end_state, oms_publisher, outcomes, place_all, publish, start_sales, wait_exported,
 };
@@ -320,5 +326,121 @@ async fn three_catalog_replicas_through_a_rolling_restart_export_every_products_
     assert_eq!(failed, 0, "no outbox row failed");
     fleet.stop_all().await.unwrap();
     collector.abort();
+    env.teardown().await;
+}
+
+/// The post-sales module: three `omsc-postsales` replicas under a refund stream (shuffled,
+/// a third delivered twice), replaced one at a time while it arrives. Every credit note is
+/// released once: one credit memo each, store credit credited once per gift-card order.
+#[tokio::test]
+async fn three_postsales_replicas_through_a_rolling_restart_credit_each_credit_note_once() {
+    const ORDERS: usize = 200;
+    let env = TestEnv::new().await;
+    let gift_card = Decimal::new(2000, 2);
+    let orders: Vec<orders::SimOrder> = (0..ORDERS)
+        .map(|i| {
+            let paid_by_gift_card = if i % 2 == 0 { gift_card } else { Decimal::ZERO };
+            paid_order(
+                &format!("SCALE-{i:04}"),
+                Some(&format!("C-{:02}", i % 20)),
+                paid_by_gift_card,
+                Decimal::ZERO,
+            )
+        })
+        .collect();
+    placed_and_shipped(&env, &orders).await;
+    let at = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap();
+    let messages: Vec<OmsMessage> = orders
+        .iter()
+        .flat_map(|order| {
+            let lines = order.lines();
+            let amounts: Vec<_> = lines.iter().map(|l| (l, l.gross_amount)).collect();
+            let credit_note = format!("CN-{}", order.id());
+            ["PENDINGRELEASE", "RELEASED"]
+                .iter()
+                .enumerate()
+                .map(|(k, status)| {
+                    refund(
+                        order,
+                        &credit_note,
+                        None,
+                        "Cancellation",
+                        status,
+                        at + chrono::Duration::hours(k as i64),
+                        &amounts,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let shuffled = deliveries(&messages, 24, true, 0.3);
+    let (backlog, rest) = shuffled.split_at(shuffled.len() / 2);
+    let publisher = postsales_publisher(&env).await;
+    publish(&publisher, backlog).await;
+
+    let prefix = env.prefix.clone();
+    let mut fleet = Fleet::new(
+        "postsales",
+        &binary("omsc-postsales"),
+        &[
+            ("DATABASE_URL", env.database_url.as_str()),
+            ("AMQP_URL", AMQP_URL),
+            ("OMSC_PREFIX", prefix.as_str()),
+            ("OMSC_MIGRATE", "false"),
+            ("OMSC_DB_POOL_SIZE", "4"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    fleet.start(REPLICAS).await.unwrap();
+    let mut stopped = Vec::new();
+    for wave in rest.chunks(rest.len().div_ceil(REPLICAS)) {
+        publish(&publisher, wave).await;
+        stopped.push(fleet.replace_oldest().await.unwrap());
+    }
+    for s in &stopped {
+        assert!(
+            s.status.success(),
+            "{} exited with {} after SIGTERM",
+            s.figures.name,
+            s.status
+        );
+    }
+    let handled_before_sigterm: f64 = stopped.iter().map(|s| s.figures.messages).sum();
+    assert!(
+        handled_before_sigterm > 0.0,
+        "the replicas were replaced while they consumed: {stopped:?}"
+    );
+    let count = |sql: &'static str| {
+        let db = &env.db;
+        async move { db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    wait_until("every credit note released", PATIENCE * 2, || async {
+        count("SELECT count(*) FROM postsales_refunds WHERE status = 'RELEASED'").await
+            == ORDERS as i64
+            && env.depth("connector.postsales").await == 0
+    })
+    .await;
+    assert_eq!(
+        count("SELECT count(DISTINCT credit_note_number) FROM postsales_credit_memos").await,
+        ORDERS as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM postsales_credit_memos").await,
+        ORDERS as i64,
+        "one credit memo per credit note"
+    );
+    let mut expected: BTreeMap<String, Decimal> = BTreeMap::new();
+    for (i, order) in orders.iter().enumerate() {
+        if i % 2 == 0 {
+            *expected
+                .entry(order.rows.order.customer_id.clone().unwrap())
+                .or_default() += gift_card;
+        }
+    }
+    for (customer, credit) in &expected {
+        assert_eq!(&balance(&env, customer).await, credit, "{customer}");
+    }
+    env.assert_no_dead_letters().await;
+    fleet.stop_all().await.unwrap();
     env.teardown().await;
 }

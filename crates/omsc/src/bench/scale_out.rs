@@ -219,7 +219,7 @@ impl ScaleReport {
              `omsc_messages_total`, CPU seconds from `/proc/<pid>/stat` (user + system), peak \
              resident memory from `/proc/<pid>/status` (VmHWM). Cores = CPU seconds / wall seconds.\n\n\
              The same scenarios, smaller, run in `make test` on debug builds as \
-             `tests/it/scale.rs` (correctness only), with the sales and catalog modules as well.",
+             `tests/it/scale.rs` (correctness only), with the sales, post-sales and catalog modules as well.",
             if self.quick {
                 "quick sizes: figures indicative only"
             } else {
