@@ -243,21 +243,31 @@ pub struct Latency {
     pub offered_rate: u32,
     pub achieved_rate: f64,
     pub messages: usize,
-    /// Publish to the start of the committing transaction, seconds.
+    /// Publish to the commit of the transaction that wrote the message, seconds.
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
     /// The worker's own p50/p99 time from transaction start to commit (upper bucket bounds).
     pub apply_p50: f64,
     pub apply_p99: f64,
+    /// The machine's floor: p50/p99 of a one-row transaction committed alone, seconds.
+    pub commit_floor_p50: f64,
+    pub commit_floor_p99: f64,
+    /// The broker's part: publish → delivery to a plain consumer at the same load, seconds.
+    pub delivery_floor_p50: f64,
+    pub delivery_floor_p99: f64,
 }
 
 /// d. One-SKU DELTAs at a steady offered rate; for each, the time from publish (its
-/// `created_on`, taken just before publishing) to the transaction that wrote it, plus the
-/// worker's transaction time from its own histogram: publish → commit.
+/// `created_on`, taken just before publishing) to the commit of the transaction that wrote
+/// it. Commits are observed by a listener: a statement trigger in the scenario's database
+/// notifies the transaction id, and PostgreSQL delivers a notification only at commit.
 pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
     let scratch = Scratch::new(setup, "latency").await?;
     let client = scratch.connector_session().await?;
+    let (commit_floor_p50, commit_floor_p99) = commit_floor(&client).await?;
+    let (delivery_floor_p50, delivery_floor_p99) = delivery_floor(&scratch, setup).await?;
+    let commits = CommitListener::start(&scratch.database_url, &client).await?;
     let http = support::free_address()?;
     let worker = scratch.spawn_worker(&setup.worker, &http, &[])?;
     support::wait_until(
@@ -269,6 +279,62 @@ pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
     .await?;
     let rate = setup.sizes.latency_rate;
     let total = (u64::from(rate) * setup.sizes.latency_secs) as usize;
+    let (achieved_rate, _) = publish_steady(&scratch, rate, total, "lat").await?;
+    support::wait_until(
+        "every message to be applied",
+        Duration::from_millis(100),
+        PATIENCE,
+        || async { Ok(support::count(&client, "true").await? == total as i64) },
+    )
+    .await?;
+    let committed = commits.finish(&client, total).await?;
+    let mut latencies: Vec<f64> = client
+        .query(
+            "SELECT xmin::text::int8, extract(epoch FROM source_updated_at)::float8 FROM stock_items",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let xid: i64 = r.get(0);
+            let published: f64 = r.get(1);
+            committed
+                .get(&xid)
+                .map_or(f64::NAN, |commit| commit - published)
+        })
+        .collect();
+    anyhow::ensure!(
+        latencies.iter().all(|l| l.is_finite()),
+        "a row was written by a transaction whose commit was not observed"
+    );
+    latencies.sort_by(f64::total_cmp);
+    let (apply_p50, apply_p99) = histogram_quantiles(&http, "omsc_batch_apply_seconds").await;
+    support::stop(worker).await?;
+    scratch.drop_all().await;
+    Ok(Latency {
+        offered_rate: rate,
+        achieved_rate,
+        messages: total,
+        p50: support::percentile(&latencies, 50.0),
+        p99: support::percentile(&latencies, 99.0),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+        apply_p50,
+        apply_p99,
+        commit_floor_p50,
+        commit_floor_p99,
+        delivery_floor_p50,
+        delivery_floor_p99,
+    })
+}
+
+/// Publishes `total` one-SKU DELTAs (to distinct SKUs, stamped with the time of publishing)
+/// at a steady `rate`, with confirms; returns the achieved rate and when each left.
+async fn publish_steady(
+    scratch: &Scratch,
+    rate: u32,
+    total: usize,
+    label: &str,
+) -> anyhow::Result<(f64, Vec<Instant>)> {
     let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench-latency").await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
@@ -282,12 +348,14 @@ pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
         }
         Ok::<_, lapin::Error>(())
     });
+    let mut sent = Vec::with_capacity(total);
     let started = tokio::time::Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     for i in 0..total {
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
         let snapshot = support::delta("EU", support::sku(i), 3, Utc::now());
-        let body = stock::encode(&snapshot, &format!("lat-{i}"));
+        let body = stock::encode(&snapshot, &format!("{label}-{i}"));
+        sent.push(Instant::now());
         let confirm = channel
             .basic_publish(
                 exchange.as_str().into(),
@@ -304,37 +372,154 @@ pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
     let achieved_rate = total as f64 / started.elapsed().as_secs_f64();
     drop(confirms_tx);
     confirmer.await??;
-    support::wait_until(
-        "every message to be applied",
-        Duration::from_millis(100),
-        PATIENCE,
-        || async { Ok(support::count(&client, "true").await? == total as i64) },
-    )
-    .await?;
-    let mut latencies: Vec<f64> = client
-        .query(
-            "SELECT extract(epoch FROM updated_at - source_updated_at)::float8 FROM stock_items",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let (apply_p50, apply_p99) = histogram_quantiles(&http, "omsc_batch_apply_seconds").await;
-    support::stop(worker).await?;
     let _ = connection.close(200, "done".into()).await;
-    scratch.drop_all().await;
-    Ok(Latency {
-        offered_rate: rate,
-        achieved_rate,
-        messages: total,
-        p50: support::percentile(&latencies, 50.0),
-        p99: support::percentile(&latencies, 99.0),
-        max: latencies.last().copied().unwrap_or(f64::NAN),
-        apply_p50,
-        apply_p99,
-    })
+    Ok((achieved_rate, sent))
+}
+
+/// The broker's part of the latency: the same steady load to the same queue, consumed by a
+/// plain consumer that only acknowledges (no worker, no database). Publish → delivery p50
+/// and p99, seconds. One queue and one consumer keep the order, so the k-th delivery is the
+/// k-th message published.
+async fn delivery_floor(scratch: &Scratch, setup: &super::Setup) -> anyhow::Result<(f64, f64)> {
+    use futures::StreamExt as _;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    let rate = setup.sizes.latency_rate;
+    let total = (u64::from(rate) * setup.sizes.latency_secs.min(10)) as usize;
+    let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench-floor").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(1000, BasicQosOptions { global: false })
+        .await?;
+    let queue = format!("{}{}", scratch.prefix, inventory::QUEUE.name);
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "delivery-floor".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let receiver = tokio::spawn(async move {
+        let mut received = Vec::with_capacity(total);
+        while received.len() < total {
+            let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the consumer ended"))??;
+            received.push(Instant::now());
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok::<_, anyhow::Error>(received)
+    });
+    let (_, sent) = publish_steady(scratch, rate, total, "floor").await?;
+    let received = receiver.await??;
+    let mut times: Vec<f64> = sent
+        .iter()
+        .zip(&received)
+        .map(|(s, r)| r.saturating_duration_since(*s).as_secs_f64())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    Ok((
+        support::percentile(&times, 50.0),
+        support::percentile(&times, 99.0),
+    ))
+}
+
+/// Commit times, as seen by a session that listens for the notification a statement trigger
+/// on `stock_items` sends with its transaction id (delivered only when that commits).
+struct CommitListener {
+    seen: tokio::sync::mpsc::UnboundedReceiver<(i64, f64)>,
+    /// The listening session; its connection is driven by a task until it is dropped.
+    _listener: tokio_postgres::Client,
+}
+
+const NOTIFY_COMMITS: &str = "
+    CREATE FUNCTION bench_notify_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('bench_commits', (txid_current() % 4294967296)::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER bench_notify_commit AFTER INSERT OR UPDATE ON stock_items
+        FOR EACH STATEMENT EXECUTE FUNCTION bench_notify_commit();";
+
+impl CommitListener {
+    async fn start(database_url: &str, client: &tokio_postgres::Client) -> anyhow::Result<Self> {
+        use futures::StreamExt as _;
+        client.batch_execute(NOTIFY_COMMITS).await?;
+        let (listener, mut connection) =
+            tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+        let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let at = Utc::now().timestamp_micros() as f64 / 1e6;
+                    if let Ok(xid) = n.payload().parse::<i64>() {
+                        let _ = tx.send((xid, at));
+                    }
+                }
+            }
+        });
+        listener.batch_execute("LISTEN bench_commits").await?;
+        Ok(Self {
+            seen,
+            _listener: listener,
+        })
+    }
+
+    /// The commit time of every transaction that wrote one of the `rows` rows, by id.
+    async fn finish(
+        mut self,
+        client: &tokio_postgres::Client,
+        rows: usize,
+    ) -> anyhow::Result<std::collections::HashMap<i64, f64>> {
+        let writers: i64 = client
+            .query_one("SELECT count(DISTINCT xmin::text) FROM stock_items", &[])
+            .await?
+            .get(0);
+        anyhow::ensure!(writers > 0 && rows > 0, "nothing was written");
+        let mut committed = std::collections::HashMap::new();
+        while (committed.len() as i64) < writers {
+            let next = tokio::time::timeout(Duration::from_secs(30), self.seen.recv()).await;
+            match next {
+                Ok(Some((xid, at))) => {
+                    committed.entry(xid).or_insert(at);
+                }
+                _ => anyhow::bail!(
+                    "saw {} of {writers} commits before the listener went quiet",
+                    committed.len()
+                ),
+            }
+        }
+        Ok(committed)
+    }
+}
+
+/// The machine's commit latency with nothing else to do: one-row transactions committed one
+/// after another, the floor under any publish → commit figure (the WAL flush of the commit).
+async fn commit_floor(client: &tokio_postgres::Client) -> anyhow::Result<(f64, f64)> {
+    client
+        .batch_execute("CREATE TABLE bench_commit_floor (id int PRIMARY KEY, n int8 NOT NULL); INSERT INTO bench_commit_floor VALUES (1, 0)")
+        .await?;
+    let update = client
+        .prepare("UPDATE bench_commit_floor SET n = n + 1 WHERE id = 1")
+        .await?;
+    let mut times = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let started = Instant::now();
+        client.batch_execute("BEGIN").await?;
+        client.execute(&update, &[]).await?;
+        client.batch_execute("COMMIT").await?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    client
+        .batch_execute("DROP TABLE bench_commit_floor")
+        .await?;
+    times.sort_by(f64::total_cmp);
+    Ok((
+        support::percentile(&times, 50.0),
+        support::percentile(&times, 99.0),
+    ))
 }
 
 async fn http_get(addr: &str, path: &str) -> Option<String> {
