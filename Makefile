@@ -2,6 +2,9 @@
 
 CARGO ?= cargo
 export RUST_BACKTRACE ?= 0
+# As in the container image (deploy/docker/Dockerfile): large message bodies go back to the
+# system when freed, which keeps a worker's memory flat through a FULL snapshot.
+export MALLOC_MMAP_THRESHOLD_ ?= 131072
 
 .DEFAULT_GOAL := help
 

@@ -167,3 +167,30 @@ async fn the_connector_needs_no_superuser_only_its_own_database() {
         .ok();
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn every_migration_run_makes_the_storefront_grants_again() {
+    let env = TestEnv::new().await;
+    let admin = admin().await;
+    let shop = Role::create(&admin, "regrant", Some("omsc_storefront")).await;
+    // As if the tables had been created before the role existed.
+    env.db
+        .batch_execute("REVOKE ALL ON products, sales_orders FROM omsc_storefront")
+        .await
+        .unwrap();
+    let shop_db = session(&format!("{}/{}", shop.url_base, env.db_name)).await;
+    let denied = shop_db.query("SELECT count(*) FROM products", &[]).await;
+    assert!(denied.is_err(), "the revoke took effect");
+
+    runtime::db::migrate(&env.database_url).await.unwrap();
+    let count: i64 = shop_db
+        .query_one("SELECT count(*) FROM products", &[])
+        .await
+        .expect("the storefront reads products again after a migration run")
+        .get(0);
+    assert_eq!(count, 0);
+    shop_db
+        .batch_execute(include_str!("../../docs/examples/place-order.sql"))
+        .await
+        .expect("and places orders again");
+}

@@ -30,7 +30,8 @@ pub struct BenchArgs {
         hide_env_values = true
     )]
     amqp_url: String,
-    /// Run only these scenarios (broker, postgres, naive, delta, full, mixed, latency).
+    /// Run only these scenarios (broker, postgres, naive, delta, full, mixed, latency,
+    /// orders, catalog).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The PostgreSQL server; every scenario creates and drops its own database on it.

@@ -104,8 +104,9 @@ pub struct ConsumeConfig {
     #[arg(long, env = "OMSC_BATCH_MESSAGES", default_value_t = 500)]
     pub batch_messages: usize,
 
-    /// Most rows (SKUs, lines) applied in one database transaction.
-    #[arg(long, env = "OMSC_BATCH_ROWS", default_value_t = 20_000)]
+    /// Most rows (SKUs, lines) applied in one database transaction. One 10,000-SKU FULL
+    /// chunk per transaction: as fast as two, with half the memory held per batch.
+    #[arg(long, env = "OMSC_BATCH_ROWS", default_value_t = 10_000)]
     pub batch_rows: usize,
 
     /// How long a batch may wait for more messages while another batch is being applied.
@@ -228,10 +229,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Hides the password of a connection URL, for logs and errors.
+/// Hides the password of a connection URL (or of a PostgreSQL `key=value` connection string),
+/// for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return redact_key_value(url);
     };
     let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     match authority.rsplit_once('@') {
@@ -259,6 +261,48 @@ fn redact_query(tail: &str) -> String {
         })
         .collect();
     format!("{path}?{}", query.join("&"))
+}
+
+/// `host=db password='a b' user=x` → `host=db password=*** user=x`: the value of every
+/// `password` key, quoted (with backslash escapes) or not, whatever the spaces around `=`.
+fn redact_key_value(conninfo: &str) -> String {
+    let mut out = String::with_capacity(conninfo.len());
+    let mut rest = conninfo;
+    while let Some(at) = rest.find('=') {
+        let (before, after) = rest.split_at(at);
+        let key = before
+            .trim_end()
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or("");
+        out.push_str(before);
+        out.push('=');
+        let after = &after[1..];
+        let value_start = after.len() - after.trim_start().len();
+        let value = &after[value_start..];
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let end = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    end
+                })
+                .map_or(value.len(), |(i, _)| i + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        out.push_str(&after[..value_start]);
+        if key.eq_ignore_ascii_case("password") {
+            out.push_str("***");
+        } else {
+            out.push_str(&value[..value_len]);
+        }
+        rest = &value[value_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -305,5 +349,22 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://db/omsc"), "postgres://db/omsc");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_of_key_value_connection_strings() {
+        assert_eq!(
+            redact_url("host=db password=hunter2 user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(
+            redact_url("host=db password = 'a \\' b' dbname=omsc"),
+            "host=db password = *** dbname=omsc"
+        );
+        assert_eq!(
+            redact_url("host=db user=app PASSWORD='x y'"),
+            "host=db user=app PASSWORD=***"
+        );
+        assert_eq!(redact_url("host=db user=app"), "host=db user=app");
     }
 }

@@ -155,6 +155,9 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
         .run_async(&mut client)
         .await
         .context("applying migrations");
+    if report.is_ok() {
+        grant_storefront(&client).await;
+    }
     client
         .execute(
             "SELECT pg_advisory_unlock(hashtextextended('omsc.migrations', 0))",
@@ -167,6 +170,27 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|m| format!("V{}__{}", m.version(), m.name()))
         .collect())
+}
+
+/// Makes the storefront role's grants again after every migration run: tables created since
+/// get them, and a role a DBA created after the first migration gets them at the next start.
+/// A connector role that may not grant leaves that to a DBA; it says so and goes on.
+async fn grant_storefront(client: &tokio_postgres::Client) {
+    let exists = client
+        .query_one(
+            "SELECT to_regproc('omsc_grant_storefront') IS NOT NULL",
+            &[],
+        )
+        .await;
+    if !matches!(exists, Ok(ref row) if row.get::<_, bool>(0)) {
+        return;
+    }
+    if let Err(e) = client.batch_execute("SELECT omsc_grant_storefront()").await {
+        tracing::warn!(
+            error = %e,
+            "could not grant the omsc_storefront role its privileges; a DBA runs SELECT omsc_grant_storefront()"
+        );
+    }
 }
 
 /// The migrations this build carries, `V<version>__<name>`.

@@ -522,7 +522,7 @@ async fn commit_floor(client: &tokio_postgres::Client) -> anyhow::Result<(f64, f
     ))
 }
 
-async fn http_get(addr: &str, path: &str) -> Option<String> {
+pub(super) async fn http_get(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -532,7 +532,7 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&response).into_owned())
 }
 
-async fn http_status(addr: &str, path: &str) -> Option<u16> {
+pub(super) async fn http_status(addr: &str, path: &str) -> Option<u16> {
     http_get(addr, path)
         .await?
         .split_whitespace()
@@ -542,7 +542,7 @@ async fn http_status(addr: &str, path: &str) -> Option<u16> {
 }
 
 /// The first sample of a metric, summed over its series.
-async fn scrape(addr: &str, name: &str) -> Option<f64> {
+pub(super) async fn scrape(addr: &str, name: &str) -> Option<f64> {
     let body = http_get(addr, "/metrics").await?;
     let values: Vec<f64> = body
         .lines()

@@ -7,6 +7,7 @@
 
 mod ceilings;
 mod connector;
+mod modules;
 mod naive;
 mod report;
 pub mod scale_out;
@@ -32,6 +33,10 @@ pub struct Sizes {
     /// Seconds of steady load for the latency scenario, and its rate.
     pub latency_secs: u64,
     pub latency_rate: u32,
+    /// Orders placed, exported and taken through their lifecycle by the sales module.
+    pub orders: usize,
+    /// Products in the catalog module's full export.
+    pub products: usize,
 }
 
 impl Sizes {
@@ -45,6 +50,8 @@ impl Sizes {
             mixed_exports: 60,
             latency_secs: 30,
             latency_rate: 2_000,
+            orders: 20_000,
+            products: 200_000,
         }
     }
 
@@ -58,11 +65,14 @@ impl Sizes {
             mixed_exports: 20,
             latency_secs: 5,
             latency_rate: 2_000,
+            orders: 300,
+            products: 10_000,
         }
     }
 }
 
-/// Where things are.
+/// Where things are. The other modules' binaries (`omsc-sales`, `omsc-catalog`) are taken
+/// from beside `worker`.
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub amqp_url: String,
@@ -71,8 +81,8 @@ pub struct Setup {
     /// The `omsc-inventory` binary to measure.
     pub worker: PathBuf,
     pub sizes: Sizes,
-    /// Scenarios to run (`broker`, `postgres`, `naive`, `delta`, `full`, `mixed`, `latency`);
-    /// empty: all.
+    /// Scenarios to run (`broker`, `postgres`, `naive`, `delta`, `full`, `mixed`, `latency`,
+    /// `orders`, `catalog`); empty: all.
     pub only: Vec<String>,
 }
 
@@ -112,6 +122,14 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
     if setup.wants("latency") {
         eprintln!("connector: latency at a steady load …");
         report.latency = Some(connector::latency(setup).await?);
+    }
+    if setup.wants("orders") {
+        eprintln!("sales: orders exported, lifecycle applied …");
+        report.orders = Some(modules::orders(setup).await?);
+    }
+    if setup.wants("catalog") {
+        eprintln!("catalog: full export …");
+        report.catalog = Some(modules::catalog(setup).await?);
     }
     Ok(report)
 }

@@ -51,6 +51,11 @@ impl Scratch {
         Ok(scratch)
     }
 
+    /// The queue standing for the OMS on the commerce exchange, where scenarios need one.
+    pub fn inbox(&self) -> String {
+        format!("{}oms.inbox", self.prefix)
+    }
+
     /// A session marked as the connector's, so it may write OMS-owned tables (for seeding).
     pub async fn connector_session(&self) -> anyhow::Result<tokio_postgres::Client> {
         runtime::db::connect(&self.database_url, "omsc-bench").await
@@ -78,6 +83,11 @@ impl Scratch {
             .env("RUST_LOG", "warn")
             // A scratch worker must not announce itself to the OMS.
             .env("OMSC_REGISTER", "false")
+            // As the container image and `make run` start it.
+            .env(
+                "MALLOC_MMAP_THRESHOLD_",
+                std::env::var("MALLOC_MMAP_THRESHOLD_").unwrap_or_else(|_| "131072".into()),
+            )
             .kill_on_drop(true);
         for (k, v) in extra {
             command.env(k, v);
@@ -92,7 +102,11 @@ impl Scratch {
             && let Ok(channel) = connection.create_channel().await
         {
             let topology = runtime::Topology::new(&self.prefix, runtime::config::QueueType::Quorum);
-            for (queue, _) in topology.queues(&inventory::QUEUE) {
+            let module_queues = [inventory::QUEUE, sales::QUEUE, catalog::QUEUE]
+                .iter()
+                .flat_map(|spec| topology.queues(spec))
+                .map(|(queue, _)| queue);
+            for queue in module_queues.chain([self.inbox()]) {
                 let _ = channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                     .await;
