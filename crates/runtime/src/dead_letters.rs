@@ -138,6 +138,15 @@ async fn keeper_session(
     )
     .await?;
     let channel = amqp::within("opening a channel", connection.create_channel()).await?;
+    // The keeper may start before the module's consumer has declared the queues: declaring
+    // them here (idempotent) spares a start-up round of "no queue" channel errors.
+    if shared.config.declare_topology {
+        amqp::within(
+            "declaring the topology",
+            shared.topology.declare(&channel, spec),
+        )
+        .await?;
+    }
     amqp::within(
         "setting the prefetch",
         channel.basic_qos(50, BasicQosOptions { global: false }),

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use futures::FutureExt as _;
 use protocol::sales::{OrderUpdate, StatusChange};
 use runtime::Outcome;
+use tokio_postgres::types::ToSql;
 
 use super::{invoices, lines};
 use crate::status::{commerce_state, is_capture};
@@ -49,29 +51,6 @@ pub async fn apply(
         Ok(named) => named,
         Err(outcome) => return Ok(outcome),
     };
-    let mut changed = false;
-    if accepted {
-        let statement = tx.prepare_cached(ACCEPTED).await?;
-        changed |= tx.execute(&statement, &[&order_id]).await? > 0;
-    }
-    if let Some(status) = &update.status {
-        let state = commerce_state(&status.status, status.reason.as_deref());
-        let statement = tx.prepare_cached(ORDER_STATUS).await?;
-        changed |= tx
-            .execute(
-                &statement,
-                &[
-                    &order_id,
-                    &status.status,
-                    &status.reason,
-                    &status.date,
-                    &state,
-                ],
-            )
-            .await?
-            > 0;
-    }
-
     // One change per line: the newest, when a message names a line twice.
     let mut line_status: BTreeMap<&str, &StatusChange> = BTreeMap::new();
     let mut payment_status: BTreeMap<&str, &StatusChange> = BTreeMap::new();
@@ -90,28 +69,58 @@ pub async fn apply(
             }
         }
     }
-    if !line_status.is_empty() {
-        let ids: Vec<&str> = line_status.keys().copied().collect();
-        let statuses: Vec<&str> = line_status.values().map(|s| s.status.as_str()).collect();
-        let reasons: Vec<Option<&str>> =
-            line_status.values().map(|s| s.reason.as_deref()).collect();
-        let dates: Vec<DateTime<Utc>> = line_status.values().map(|s| s.date).collect();
-        let statement = tx.prepare_cached(LINE_STATUS).await?;
-        changed |= tx
-            .execute(&statement, &[&order_id, &ids, &statuses, &reasons, &dates])
-            .await?
-            > 0;
-    }
-    if !payment_status.is_empty() {
-        let ids: Vec<&str> = payment_status.keys().copied().collect();
-        let statuses: Vec<&str> = payment_status.values().map(|s| s.status.as_str()).collect();
-        let dates: Vec<DateTime<Utc>> = payment_status.values().map(|s| s.date).collect();
-        let statement = tx.prepare_cached(PAYMENT_STATUS).await?;
-        changed |= tx
-            .execute(&statement, &[&order_id, &ids, &statuses, &dates])
-            .await?
-            > 0;
-    }
+
+    // The four updates touch different columns and do not read each other's results: they
+    // leave in one round trip. Every statement is prepared first, so none of them waits on a
+    // preparation and they reach the server in this order.
+    let accept = tx.prepare_cached(ACCEPTED).await?;
+    let order_status = tx.prepare_cached(ORDER_STATUS).await?;
+    let line_statement = tx.prepare_cached(LINE_STATUS).await?;
+    let payment_statement = tx.prepare_cached(PAYMENT_STATUS).await?;
+    let state = update
+        .status
+        .as_ref()
+        .map(|status| commerce_state(&status.status, status.reason.as_deref()));
+    let line_ids: Vec<&str> = line_status.keys().copied().collect();
+    let line_statuses: Vec<&str> = line_status.values().map(|s| s.status.as_str()).collect();
+    let line_reasons: Vec<Option<&str>> =
+        line_status.values().map(|s| s.reason.as_deref()).collect();
+    let line_dates: Vec<DateTime<Utc>> = line_status.values().map(|s| s.date).collect();
+    let payment_ids: Vec<&str> = payment_status.keys().copied().collect();
+    let payment_statuses: Vec<&str> = payment_status.values().map(|s| s.status.as_str()).collect();
+    let payment_dates: Vec<DateTime<Utc>> = payment_status.values().map(|s| s.date).collect();
+    let accept_params: [&(dyn ToSql + Sync); 1] = [&order_id];
+    let status_params: Option<[&(dyn ToSql + Sync); 5]> = match (&update.status, &state) {
+        (Some(status), Some(state)) => Some([
+            &order_id,
+            &status.status,
+            &status.reason,
+            &status.date,
+            state,
+        ]),
+        _ => None,
+    };
+    let line_params: [&(dyn ToSql + Sync); 5] = [
+        &order_id,
+        &line_ids,
+        &line_statuses,
+        &line_reasons,
+        &line_dates,
+    ];
+    let payment_params: [&(dyn ToSql + Sync); 4] =
+        [&order_id, &payment_ids, &payment_statuses, &payment_dates];
+    let writes = [
+        accepted.then(|| tx.execute(&accept, &accept_params).boxed()),
+        status_params
+            .as_ref()
+            .map(|params| tx.execute(&order_status, params).boxed()),
+        (!line_ids.is_empty()).then(|| tx.execute(&line_statement, &line_params).boxed()),
+        (!payment_ids.is_empty()).then(|| tx.execute(&payment_statement, &payment_params).boxed()),
+    ];
+    let mut changed = futures::future::try_join_all(writes.into_iter().flatten())
+        .await?
+        .iter()
+        .any(|&rows| rows > 0);
     changed |= invoices::record(tx, order_id, &lines, &captured).await?;
     Ok(if changed {
         Outcome::Applied
