@@ -65,8 +65,9 @@ fuzz-short: ## Fuzz the protocol parsers for a minute (CI)
 	scripts/fuzz.sh 60
 
 .PHONY: deploy-check
-deploy-check: ## Validate deploy/: Kubernetes and KEDA schemas, kustomize, compose, Dockerfile, YAML lint
+deploy-check: ## Validate deploy/: Kubernetes and KEDA schemas, kustomize, compose, Dockerfile, YAML lint, alert rules, dashboard
 	@scripts/deploy-check.sh
+	@scripts/monitoring-check.sh
 
 .PHONY: definitions
 definitions: ## Regenerate deploy/rabbitmq/definitions.json from the code (omsc topology definitions)
@@ -78,13 +79,9 @@ scale-out: services ## Run replicas of each worker under load with a rolling res
 	$(BIN_DIR)/omsc bench --scale-out --out docs/scale-out.md
 
 .PHONY: check
-check: check-deploy ## Formatting and lints (warnings are errors), and the deploy/ files
+check: ## Formatting and lints (warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-
-.PHONY: check-deploy
-check-deploy: ## Validate the alert rules (promtool) and the Grafana dashboard (JSON schema)
-	@scripts/check-deploy.sh
 
 .PHONY: report-screenshot
 report-screenshot: services ## Run the connector under simulated load and take docs/report.png

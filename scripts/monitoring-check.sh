@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf 'check-deploy: %s\n' "$*" >&2; }
+say() { printf 'monitoring-check: %s\n' "$*" >&2; }
 
 install() { # package
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
