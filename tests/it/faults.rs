@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use omsc::simulate::stock::{Storm, StormSpec};
-use protocol::inventory::StockScope;
+use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use stock_filter::Model;
 
 use crate::helpers::{AMQP_URL, INVENTORY_QUEUE, PATIENCE, TestEnv, http_get, wait_until};
@@ -224,5 +224,73 @@ async fn sigterm_mid_stream_finishes_the_batch_in_hand_and_exits_zero() {
     wait_for_model(&env, &storm).await;
     next.kill().await.unwrap();
     eprintln!("SIGTERM to exit: {took:?}");
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_batch_stuck_behind_a_foreign_lock_shows_in_readiness_and_applies_once_it_is_released() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker_with(&["--statement-timeout-secs=1"]).await;
+    let publisher = env.publisher().await;
+    let t0 = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+    let delta = |quantity, secs| StockSnapshot {
+        scope: StockScope::Aggregate,
+        scope_id: "EU".into(),
+        mode: SnapshotMode::Delta,
+        created_on: t0 + chrono::Duration::seconds(secs),
+        stock: vec![StockEntry {
+            sku: "LOCKED".into(),
+            quantity,
+            unlimited: false,
+            inflight_backorders: None,
+        }],
+        batch: None,
+    };
+    let first = delta(1, 1);
+    env.publish_snapshots(&publisher, &[&first]).await;
+    wait_until("the first DELTA", PATIENCE, || async {
+        rows(&env).await == 1
+    })
+    .await;
+
+    // Someone else holds the row, as a long report or a forgotten psql session would.
+    let holder = runtime::db::connect(&env.database_url, "omsc-test-holder")
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM stock_items WHERE sku = 'LOCKED' FOR UPDATE")
+        .await
+        .unwrap();
+    let second = delta(7, 2);
+    env.publish_snapshots(&publisher, &[&second]).await;
+    wait_until("the worker to say it is stuck", PATIENCE, || async {
+        let (status, body) = http_get(worker.http, "/readyz").await;
+        status == 503 && body.contains("statement timeout")
+    })
+    .await;
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    wait_until(
+        "the DELTA to apply once the lock is gone",
+        PATIENCE,
+        || async {
+            env.db
+                .query_one("SELECT quantity FROM stock_items WHERE sku = 'LOCKED'", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 7
+        },
+    )
+    .await;
+    worker.wait_ready().await;
+    assert_eq!(
+        worker
+            .metric("omsc_messages_total", &[("outcome", "dead")])
+            .await,
+        0.0,
+        "nothing was dead-lettered"
+    );
+    worker.stop().await;
     env.teardown().await;
 }

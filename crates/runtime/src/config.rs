@@ -42,6 +42,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
 
+    /// Longest a statement of the pool may run (0: no limit). A batch stuck behind a lock
+    /// that someone else holds then fails, is held like a database outage and tried again,
+    /// and the worker says so in /readyz, instead of hanging without a word.
+    #[arg(long, env = "OMSC_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
+    pub statement_timeout_secs: u64,
+
     /// Declare exchanges and queues at start (idempotent). Turn off for brokers whose
     /// topology is managed from deploy/rabbitmq/definitions.json.
     #[arg(long, env = "OMSC_DECLARE_TOPOLOGY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -78,6 +84,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("prefix", &self.prefix)
             .field("http_addr", &self.http_addr)
             .field("db_pool_size", &self.db_pool_size)
+            .field("statement_timeout_secs", &self.statement_timeout_secs)
             .field("declare_topology", &self.declare_topology)
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)

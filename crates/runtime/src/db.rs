@@ -100,7 +100,27 @@ pub fn pg_config(database_url: &str, application_name: &str) -> anyhow::Result<P
 }
 
 pub fn pool(database_url: &str, application_name: &str, size: usize) -> anyhow::Result<Pool> {
-    let target = pg_config(database_url, application_name)?;
+    pool_with_timeout(database_url, application_name, size, None)
+}
+
+/// A pool whose statements are cancelled by the server after `statement_timeout` (SQLSTATE
+/// 57014, which [`classify`] counts as the database being unavailable: the batch is held and
+/// tried again, and readiness says why).
+pub fn pool_with_timeout(
+    database_url: &str,
+    application_name: &str,
+    size: usize,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<Pool> {
+    let mut target = pg_config(database_url, application_name)?;
+    if let Some(timeout) = statement_timeout.filter(|t| !t.is_zero()) {
+        let options = format!(
+            "{} -c statement_timeout={}",
+            target.config.get_options().unwrap_or(""),
+            timeout.as_millis()
+        );
+        target.config.options(options.trim_start());
+    }
     let manager = Manager::from_config(
         target.config,
         target.tls,

@@ -84,7 +84,14 @@ impl Runtime {
     pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
-        let pool = db::pool(&config.database_url, "omsc", config.db_pool_size)?;
+        let pool = db::pool_with_timeout(
+            &config.database_url,
+            "omsc",
+            config.db_pool_size,
+            Some(std::time::Duration::from_secs(
+                config.statement_timeout_secs,
+            )),
+        )?;
         let listener = http::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
