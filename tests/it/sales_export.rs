@@ -215,7 +215,9 @@ async fn a_sales_worker_killed_during_export_loses_no_order_and_resends_the_same
     });
     place_all(&env, &orders).await;
     let mut inbox = OmsInbox::bind(&env).await;
-    let mut first = env.spawn_binary("omsc-sales", &[]);
+    // The rows the killed worker claimed go to the next one after 3 s, not the default 60 s.
+    let claim = [("OMSC_OUTBOX_CLAIM_SECS", "3")];
+    let mut first = env.spawn_binary("omsc-sales", &claim);
     let mut received: HashMap<String, Vec<u8>> = HashMap::new();
     record(&mut received, inbox.next().await);
     first.kill().await.unwrap(); // SIGKILL: no drain, no goodbye
@@ -232,7 +234,7 @@ async fn a_sales_worker_killed_during_export_loses_no_order_and_resends_the_same
         pending > 0,
         "the kill must come in mid-export for the test to mean anything"
     );
-    let mut second = env.spawn_binary("omsc-sales", &[]);
+    let mut second = env.spawn_binary("omsc-sales", &claim);
     let deadline = std::time::Instant::now() + PATIENCE * 2;
     while received.len() < count {
         assert!(

@@ -48,6 +48,11 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
     pub statement_timeout_secs: u64,
 
+    /// How long an outbox row claimed by a relay stays its own: a relay that died with rows
+    /// claimed leaves them to another after this long. Longer than any round takes.
+    #[arg(long, env = "OMSC_OUTBOX_CLAIM_SECS", default_value_t = 60)]
+    pub outbox_claim_secs: u64,
+
     /// Declare exchanges and queues at start (idempotent). Turn off for brokers whose
     /// topology is managed from deploy/rabbitmq/definitions.json.
     #[arg(long, env = "OMSC_DECLARE_TOPOLOGY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -85,6 +90,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("http_addr", &self.http_addr)
             .field("db_pool_size", &self.db_pool_size)
             .field("statement_timeout_secs", &self.statement_timeout_secs)
+            .field("outbox_claim_secs", &self.outbox_claim_secs)
             .field("declare_topology", &self.declare_topology)
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)

@@ -29,8 +29,6 @@ use crate::db::{DbFailure, classify};
 
 /// How long a row is retried before it is marked failed.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(48 * 3600);
-/// A claimed row is taken over by another relay after this long without being settled.
-const CLAIM_FOR: Duration = Duration::from_secs(60);
 /// The safety net when no notification arrives.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Rows claimed per round.
@@ -227,7 +225,15 @@ impl<H: OutboxHandler> Relay<H> {
             .await
             .map_err(|e| RoundError::Database(e.to_string()))?;
         let rows: Vec<OutboxRow> = client
-            .query(&claim, &[&module, &ROUND, &CLAIM_FOR.as_secs_f64()])
+            .query(
+                &claim,
+                &[
+                    &module,
+                    &ROUND,
+                    // A claimed row is taken over by another relay after this long.
+                    &(self.shared.config.outbox_claim_secs.max(1) as f64),
+                ],
+            )
             .await
             .map_err(|e| RoundError::Database(e.to_string()))?
             .iter()
