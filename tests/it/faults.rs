@@ -35,6 +35,11 @@ fn storm(seed: u64, skus: usize, exports: usize) -> Storm {
     })
 }
 
+/// A recovery figure for docs/reliability.md (`--no-capture` shows them).
+fn figure(what: &str, took: Duration) {
+    eprintln!("recovery figure: {what}: {:.2} s", took.as_secs_f64());
+}
+
 async fn rows(env: &TestEnv) -> i64 {
     env.db
         .query_one("SELECT count(*) FROM stock_items", &[])
@@ -76,8 +81,13 @@ async fn a_worker_killed_mid_stream_loses_nothing() {
         env.depth(INVENTORY_QUEUE).await > 0,
         "the kill must come in mid-stream for the test to mean anything"
     );
+    let restarted = Instant::now();
     let mut second = env.spawn_process(&[]);
     wait_for_model(&env, &storm).await;
+    figure(
+        "kill -9 mid-stream, the next worker's start to the model",
+        restarted.elapsed(),
+    );
     second.kill().await.unwrap();
     env.teardown().await;
 }
@@ -103,16 +113,20 @@ async fn the_database_cut_off_mid_stream_holds_the_messages_until_it_is_back() {
     .await;
 
     proxy.set(Mode::Cut);
+    let cut = Instant::now();
     env.publish_snapshots(&publisher, after).await;
     wait_until("the worker to notice the outage", PATIENCE, || async {
         http_get(worker.http, "/readyz").await.0 == 503
     })
     .await;
+    figure("database cut, noticed (readiness 503)", cut.elapsed());
     let (_, readiness) = http_get(worker.http, "/readyz").await;
     assert!(readiness.contains("database unavailable"), "{readiness}");
 
     proxy.set(Mode::Open);
+    let back = Instant::now();
     wait_for_model(&env, &storm).await;
+    figure("database cut, back to the model", back.elapsed());
     worker.wait_ready().await;
     assert!(
         worker
@@ -143,13 +157,17 @@ async fn the_broker_cut_off_mid_stream_is_reconnected_and_redelivers() {
     .await;
 
     proxy.set(Mode::Cut);
+    let cut = Instant::now();
     wait_until("the worker to notice", PATIENCE, || async {
         http_get(worker.http, "/readyz").await.0 == 503
     })
     .await;
+    figure("broker cut, noticed (readiness 503)", cut.elapsed());
     env.publish_snapshots(&publisher, after).await;
     proxy.set(Mode::Open);
+    let back = Instant::now();
     wait_for_model(&env, &storm).await;
+    figure("broker cut, back to the model", back.elapsed());
     assert!(
         worker
             .metric("omsc_reconnects_total", &[("target", "broker")])
@@ -172,12 +190,19 @@ async fn a_stalled_broker_connection_is_noticed_by_heartbeat_and_replaced() {
         .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
         .await;
     proxy.set(Mode::Stalled);
+    let stalled = Instant::now();
     wait_until("the stall to be noticed", PATIENCE, || async {
         http_get(worker.http, "/readyz").await.0 == 503
     })
     .await;
+    figure(
+        "broker stalled (heartbeat 1 s), noticed (readiness 503)",
+        stalled.elapsed(),
+    );
     proxy.set(Mode::Open);
+    let back = Instant::now();
     worker.wait_ready().await;
+    figure("broker stalled, consuming again", back.elapsed());
     let storm = Storm::generate(&StormSpec {
         seed: 14,
         ..StormSpec::default()
@@ -223,7 +248,7 @@ async fn sigterm_mid_stream_finishes_the_batch_in_hand_and_exits_zero() {
     let mut next = env.spawn_process(&[]);
     wait_for_model(&env, &storm).await;
     next.kill().await.unwrap();
-    eprintln!("SIGTERM to exit: {took:?}");
+    figure("SIGTERM mid-stream, signal to exit 0", took);
     env.teardown().await;
 }
 

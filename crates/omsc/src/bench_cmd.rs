@@ -81,8 +81,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!("{markdown}");
     if let Some(out) = args.out {
-        std::fs::write(&out, &markdown)?;
+        let mut written = markdown;
+        if !args.scale_out
+            && let Some(scale_out) = scale_out_section(&out)
+        {
+            written.push_str(&scale_out);
+        }
+        std::fs::write(&out, &written)?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The last `make scale-out` report (`scale-out.md` beside `out`), as a section of the
+/// benchmark report: its own date and command stay with it, its headings one level down.
+fn scale_out_section(out: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(out.with_file_name("scale-out.md")).ok()?;
+    let mut section = String::from("\n## Replicas on one queue (from the last `make scale-out`)\n");
+    for line in text.lines().skip_while(|l| l.starts_with("# ")) {
+        if line.starts_with('#') {
+            section.push('#');
+        }
+        section.push_str(line);
+        section.push('\n');
+    }
+    Some(section)
 }
