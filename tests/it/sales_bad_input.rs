@@ -118,6 +118,13 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "has no line with number 42",
         ),
         (
+            methods::SHIPMENT_DONE,
+            shipment(serde_json::Value::Array(
+                (1..=101).map(|n| json!({"order_line_number": n})).collect(),
+            )),
+            "carries 101 lines or SKUs, more than the 100",
+        ),
+        (
             methods::LINE_CANCELLED,
             envelope(methods::LINE_CANCELLED, json!({"order_id": ORDER})),
             "\"order_line_id\" is missing",
@@ -159,9 +166,10 @@ async fn every_bad_sales_message_is_dead_lettered_with_its_reason_and_the_rest_a
     let env = TestEnv::new().await;
     let _inbox = OmsInbox::bind(&env).await;
     let worker = env
-        .start_runtime(&["--max-message-bytes=200000"], |app| {
-            sales::install(app).unwrap()
-        })
+        .start_runtime(
+            &["--max-message-bytes=200000", "--max-message-rows=100"],
+            |app| sales::install(app).unwrap(),
+        )
         .await;
     let order = SimOrder {
         rows: order_rows(

@@ -28,13 +28,16 @@ pub use rejection::Rejection;
 /// Bounds on what a single inbound message may contain.
 ///
 /// They protect the workers from hostile or broken senders: a body over `max_body_bytes` is
-/// refused before it is parsed, and a snapshot listing more than `max_snapshot_skus` SKUs is
-/// refused after.
+/// refused before it is parsed, a snapshot listing more than `max_snapshot_skus` SKUs is
+/// refused after, and so is any message with more than `max_message_rows` lines or SKUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_snapshot_skus: usize,
     pub max_sku_chars: usize,
+    /// Lines (of an order, shipment, return or refund) or SKUs one message may carry, checked
+    /// by the runtime for every module once the message is read.
+    pub max_message_rows: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +48,7 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             max_snapshot_skus: 10_000,
             max_sku_chars: 64,
+            max_message_rows: 10_000,
         }
     }
 }

@@ -140,6 +140,11 @@ pub struct ConsumeConfig {
     #[arg(long, env = "OMSC_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Most lines (of an order update, shipment, return, refund) or SKUs one message may
+    /// carry; a message with more is dead-lettered, whatever the module.
+    #[arg(long, env = "OMSC_MAX_MESSAGE_ROWS", default_value_t = 10_000)]
+    pub max_message_rows: usize,
+
     /// On SIGTERM, how long to wait for the batches in hand to commit and be acknowledged.
     #[arg(long, env = "OMSC_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
@@ -157,6 +162,7 @@ impl ConsumeConfig {
     pub fn limits(&self) -> protocol::Limits {
         protocol::Limits {
             max_body_bytes: self.max_message_bytes,
+            max_message_rows: self.max_message_rows,
             ..protocol::Limits::default()
         }
     }

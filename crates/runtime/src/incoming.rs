@@ -154,7 +154,23 @@ fn parse_body<H: Handler>(
             "routing key and method disagree; following the method"
         );
     }
-    (endpoint, handler.parse(endpoint, envelope.params, limits))
+    let parsed = handler
+        .parse(endpoint, envelope.params, limits)
+        .and_then(|message| {
+            // One bound for every module: the lines of an order, a shipment, a return or a
+            // refund, the SKUs of a snapshot. A message over it is refused whole, before it
+            // can make a transaction of unbounded size.
+            let rows = handler.weight(&message);
+            if rows > limits.max_message_rows {
+                Err(Rejection::new(format!(
+                    "the message carries {rows} lines or SKUs, more than the {} one message may carry",
+                    limits.max_message_rows
+                )))
+            } else {
+                Ok(message)
+            }
+        });
+    (endpoint, parsed)
 }
 
 pub fn header_string(headers: &FieldTable, key: &str) -> Option<String> {
