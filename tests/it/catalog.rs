@@ -4,10 +4,7 @@
 
 use clap::Parser;
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use protocol::catalog::methods;
 use protocol::spec::spec;
@@ -38,38 +35,16 @@ pub async fn start_catalog(env: &TestEnv, extra: &[&str]) -> Worker {
 pub async fn commerce_inbox(env: &TestEnv, pattern: &str) -> (lapin::Connection, lapin::Consumer) {
     let connection = amqp().await;
     let channel = connection.create_channel().await.unwrap();
-    let exchange = format!("{}commerce.events", env.prefix);
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let queue = format!("{}oms.inbox.{}", env.prefix, rand::random::<u32>());
-    channel
-        .queue_declare(
-            queue.as_str().into(),
+    runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
+        .declare_oms_listener(
+            &channel,
+            &queue,
             QueueDeclareOptions {
                 exclusive: true,
                 ..Default::default()
             },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            pattern.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+            pattern,
         )
         .await
         .unwrap();

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use omsc::simulate::publish::OmsPublisher;
 use protocol::catalog::{EXPORT_CHUNK_SIZE, ExportFull, methods};
@@ -22,38 +19,16 @@ const PRODUCTS: i64 = 100_000;
 async fn quiet_inbox(env: &TestEnv) -> String {
     let connection = amqp().await;
     let channel = connection.create_channel().await.unwrap();
-    let exchange = format!("{}commerce.events", env.prefix);
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let queue = format!("{}oms.catalog", env.prefix);
-    channel
-        .queue_declare(
-            queue.as_str().into(),
+    runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
+        .declare_oms_listener(
+            &channel,
+            &queue,
             QueueDeclareOptions {
                 auto_delete: false,
                 ..Default::default()
             },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            methods::PRODUCT_UPDATED.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+            methods::PRODUCT_UPDATED,
         )
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 //! `commerce.events`, in order per subject, coalesced, kept while no queue takes them.
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
 use tokio_util::sync::CancellationToken;
@@ -71,38 +71,16 @@ impl Relay {
 async fn oms_inbox(env: &TestEnv) -> (lapin::Connection, lapin::Consumer) {
     let connection = amqp().await;
     let channel = connection.create_channel().await.unwrap();
-    let exchange = format!("{}commerce.events", env.prefix);
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let queue = format!("{}oms.inbox", env.prefix);
-    channel
-        .queue_declare(
-            queue.as_str().into(),
+    runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
+        .declare_oms_listener(
+            &channel,
+            &queue,
             QueueDeclareOptions {
                 exclusive: true,
                 ..Default::default()
             },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+            "#",
         )
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 //! the sales tables in a form that can be compared between runs.
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use omsc::simulate::orders::{self, OmsMessage, SimOrder};
 use omsc::simulate::publish::OmsPublisher;
@@ -59,38 +59,16 @@ impl OmsInbox {
     pub async fn bind(env: &TestEnv) -> Self {
         let connection = amqp().await;
         let channel = connection.create_channel().await.unwrap();
-        let exchange = format!("{}commerce.events", env.prefix);
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
         let queue = format!("{}oms.inbox", env.prefix);
-        channel
-            .queue_declare(
-                queue.as_str().into(),
+        runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
+            .declare_oms_listener(
+                &channel,
+                &queue,
                 QueueDeclareOptions {
                     exclusive: true,
                     ..Default::default()
                 },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
+                "#",
             )
             .await
             .unwrap();

@@ -197,6 +197,43 @@ impl Topology {
         Ok(())
     }
 
+    /// A queue standing for the OMS: declared with `options` and bound to `commerce.events`
+    /// (declared as the workers declare it) with `pattern`, so that what the connector sends
+    /// is routed and kept. For tests, the benchmark and demos; the real OMS binds its own.
+    pub async fn declare_oms_listener(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        options: QueueDeclareOptions,
+        pattern: &str,
+    ) -> lapin::Result<()> {
+        let exchange = self.commerce_exchange();
+        channel
+            .exchange_declare(
+                ShortString::from(exchange.as_str()),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(ShortString::from(queue), options, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                ShortString::from(queue),
+                ShortString::from(exchange),
+                ShortString::from(pattern),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The topology of `specs` as a RabbitMQ definitions document (the format of
     /// `rabbitmqctl import_definitions` and of the management API), for brokers on which the
     /// workers may not declare (`OMSC_DECLARE_TOPOLOGY=false`). Same order as [`declare`]:

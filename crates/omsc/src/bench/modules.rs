@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeclareOptions;
 use protocol::catalog::{EXPORT_CHUNK_SIZE, ExportFull, methods as catalog_methods};
 
 use super::connector::{http_status, scrape};
@@ -57,36 +56,15 @@ fn sibling(worker: &Path, name: &str) -> PathBuf {
 async fn oms_inbox(scratch: &Scratch) -> anyhow::Result<()> {
     let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench").await?;
     let channel = connection.create_channel().await?;
-    let exchange = format!("{}commerce.events", scratch.prefix);
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let queue = scratch.inbox();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
+    runtime::Topology::new(&scratch.prefix, runtime::config::QueueType::Quorum)
+        .declare_oms_listener(
+            &channel,
+            &scratch.inbox(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+            "#",
         )
         .await?;
     let _ = connection.close(200, "declared".into()).await;
