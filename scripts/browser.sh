@@ -18,11 +18,7 @@ if find_chromium >/dev/null; then
     exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing chromium from Debian's packages"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends chromium >/dev/null ||
-        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; } ||
-        { say "could not install chromium"; exit 1; }
+    "$(dirname "$0")/debian-install.sh" chromium || exit 1
     find_chromium && exit 0
 fi
 say "Chromium is missing; install the Debian package chromium (as root: apt-get install chromium)"

@@ -24,9 +24,7 @@ fi
 
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        say "installing python3-venv from Debian's packages"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null ||
-            { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; }
+        "$(dirname "$0")/debian-install.sh" python3-venv >&2 || exit 1
     else
         say "python3 with venv is missing; install the Debian package python3-venv"
         exit 1

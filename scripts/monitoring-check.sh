@@ -9,11 +9,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'monitoring-check: %s\n' "$*" >&2; }
 
 install() { # package
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
-    say "installing $1 from Debian's packages"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends "$1" >/dev/null ||
-        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$1" >/dev/null; }
+    "$(dirname "$0")/debian-install.sh" "$1"
 }
 
 need() { # command package

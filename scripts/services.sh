@@ -41,10 +41,7 @@ compose_up() { # service
 can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 
 apt_install() {
-    say "installing $* from Debian's packages"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; } ||
-        fail "could not install $*"
+    "$(dirname "$0")/debian-install.sh" "$@" || fail "could not install $*"
 }
 
 postgres_up() {
