@@ -153,8 +153,8 @@ pub async fn drain(
 }
 
 /// Queues half the load (a backlog), starts `replicas` workers, publishes the other half
-/// in waves, one before each SIGTERM of a rolling restart, and waits until the stock equals
-/// the model.
+/// in waves, one during each replacement of a rolling restart (the SIGTERM comes while the
+/// wave is going out), and waits until the stock equals the model.
 pub async fn rolling_restart(
     target: &Target,
     load: &Load,
@@ -174,12 +174,34 @@ pub async fn rolling_restart(
     let mut sent = waves[0].len();
     let mut stopped = Vec::new();
     for i in 0..replicas {
-        if let Some(wave) = waves.get(i + 1) {
-            publish(&publisher, wave, sent).await?;
-            sent += wave.len();
-        }
-        depth_at_sigterm.push(queue_depth(target).await?);
-        stopped.push(fleet.replace_oldest().await?);
+        let wave: &[&StockSnapshot] = waves.get(i + 1).copied().unwrap_or_default();
+        let first_id = sent;
+        sent += wave.len();
+        // The wave goes out while the oldest replica is replaced: the SIGTERM comes under
+        // load, as soon as the queue holds messages (or once the wave is out, should the
+        // replicas keep up with the publisher).
+        let published = std::sync::atomic::AtomicBool::new(false);
+        let publishing = async {
+            let result = publish(&publisher, wave, first_id).await;
+            published.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        };
+        let replacing = async {
+            let depth = loop {
+                let depth = queue_depth(target).await?;
+                if depth > 0 || published.load(std::sync::atomic::Ordering::SeqCst) {
+                    break depth;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            let replaced = fleet.replace_oldest().await?;
+            Ok::<_, anyhow::Error>((depth, replaced))
+        };
+        let (published, replaced) = tokio::join!(publishing, replacing);
+        published?;
+        let (depth, replaced) = replaced?;
+        depth_at_sigterm.push(depth);
+        stopped.push(replaced);
     }
     for wave in waves.iter().skip(replicas + 1) {
         publish(&publisher, wave, sent).await?;
