@@ -261,8 +261,9 @@ impl ScaleReport {
             out,
             "\n## Rolling restart under load\n\n\
              {} replicas; half of {} messages (the DELTA stream above) queued first, the rest \
-             published in waves, one before each replacement: SIGTERM the oldest replica, wait \
-             for its exit, start a new one, wait until it is ready. End state equal to the model \
+             published in waves, one during each replacement: while the wave goes out, SIGTERM \
+             the oldest replica once the queue holds messages, wait for its exit, start a new \
+             one, wait until it is ready. End state equal to the model \
              after {:.2}s; nothing lost, nothing dead-lettered.\n\n\
              | replica | messages handled | ready messages at SIGTERM | SIGTERM to exit | exit |\n|---|---|---|---|---|",
             r.replicas, r.messages, r.secs
