@@ -3,9 +3,8 @@
 //! them.
 
 use deadpool_postgres::Transaction;
-use protocol::sales::LineRef;
-use runtime::Outcome;
 use rust_decimal::Decimal;
+use sales::apply::lines::NamedLine;
 
 const LINES: &str = "
     SELECT l.line_id, l.line_number, l.sku, l.gross_amount,
@@ -42,33 +41,15 @@ pub async fn load(
         .collect())
 }
 
-/// Finds the lines a message names, in the message's order. A line that is not there makes
-/// the message fail: retried when the order has no lines yet (its export has not been
-/// built), dead-lettered when the order has lines and this one is not among them.
-pub fn resolve<'l>(
-    lines: &'l [OrderLine],
-    order_id: &str,
-    refs: impl IntoIterator<Item = &'l LineRef>,
-) -> Result<Vec<&'l OrderLine>, Outcome> {
-    let mut found = Vec::new();
-    for r in refs {
-        let line = lines.iter().find(|l| match r {
-            LineRef::Id(id) => &l.line_id == id,
-            LineRef::Number(n) => i64::from(l.line_number) == *n,
-        });
-        match line {
-            Some(line) => found.push(line),
-            None if lines.is_empty() => {
-                return Err(Outcome::Retry(format!(
-                    "order {order_id} has not been exported yet, so it has no line {r}"
-                )));
-            }
-            None => {
-                return Err(Outcome::Reject(format!(
-                    "order {order_id} has no line with {r}: the message names an order line this Commerce never exported"
-                )));
-            }
-        }
+impl NamedLine for OrderLine {
+    fn line_id(&self) -> &str {
+        &self.line_id
     }
-    Ok(found)
+    fn line_number(&self) -> i32 {
+        self.line_number
+    }
 }
+
+/// Finds the lines a message names (the sales module's rule: retried before the order's
+/// export, dead-lettered when the order has no such line).
+pub use sales::apply::lines::resolve;

@@ -42,19 +42,35 @@ pub async fn load(
         .collect())
 }
 
-/// Finds the lines a message names. A line that is not there makes the message fail:
-/// retried when the order has no lines yet (its export has not been built), dead-lettered
-/// when the order has lines and this one is not among them.
-pub fn resolve<'l>(
-    lines: &'l [LineInfo],
+/// An exported order line as a module reads it: what a message may name it by.
+pub trait NamedLine {
+    fn line_id(&self) -> &str;
+    fn line_number(&self) -> i32;
+}
+
+impl NamedLine for LineInfo {
+    fn line_id(&self) -> &str {
+        &self.line_id
+    }
+    fn line_number(&self) -> i32 {
+        self.line_number
+    }
+}
+
+/// Finds the lines a message names, in the message's order. A line that is not there makes
+/// the message fail: retried when the order has no lines yet (its export has not been
+/// built), dead-lettered when the order has lines and this one is not among them. Shared by
+/// the sales and post-sales modules.
+pub fn resolve<'l, L: NamedLine>(
+    lines: &'l [L],
     order_id: &str,
     refs: impl IntoIterator<Item = &'l LineRef>,
-) -> Result<Vec<&'l LineInfo>, Outcome> {
+) -> Result<Vec<&'l L>, Outcome> {
     let mut found = Vec::new();
     for r in refs {
         let line = lines.iter().find(|l| match r {
-            LineRef::Id(id) => &l.line_id == id,
-            LineRef::Number(n) => i64::from(l.line_number) == *n,
+            LineRef::Id(id) => l.line_id() == id,
+            LineRef::Number(n) => i64::from(l.line_number()) == *n,
         });
         match line {
             Some(line) => found.push(line),
