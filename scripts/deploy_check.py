@@ -7,7 +7,9 @@
   against KEDA's CRD models (unknown fields fail too). Then the rules the connector relies
   on: one Deployment, ScaledObject, PodDisruptionBudget and Service per module of the code,
   probes on the metrics port, resources, a grace period above the drain time, passwords
-  only from the Secret, migrations in a Job and not in the workers.
+  only from the Secret, migrations in a Job and not in the workers; and every name an
+  object refers to (Secret, ConfigMap, ServiceAccount, Service, …) held by the same
+  rendering, but for the production Secret made outside the repository.
 - compose.yaml: against the Compose specification's JSON schema, and a worker service per
   module.
 - The Dockerfile: its structure (there is no Docker engine nor hadolint here to build or
@@ -281,12 +283,84 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
             problems.add(f"{here} ConfigMap/{cm['metadata']['name']}", f"{key} carries a password: it belongs in the Secret")
 
 
+# Objects a rendering may name without holding them: made outside the repository on purpose.
+# The production Secret carries the passwords and is created by hand or by a secret manager
+# (deploy/k8s/overlays/prod/kustomization.yaml); the base is not applied on its own.
+EXTERNAL = {
+    "k8s/base": {("Secret", "omsc-secrets")},
+    "k8s/overlays/prod": {("Secret", "omsc-secrets")},
+}
+
+
+def references(doc: dict) -> list[tuple[str, str, str]]:
+    """The (kind, name, where) of every object this one names by name."""
+    refs = []
+    kind = doc["kind"]
+    spec = doc.get("spec", {})
+    pod = None
+    if kind in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        pod = spec.get("template", {}).get("spec", {})
+    if pod is not None:
+        if "serviceAccountName" in pod:
+            refs.append(("ServiceAccount", pod["serviceAccountName"], "serviceAccountName"))
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            for e in c.get("env", []):
+                source = e.get("valueFrom", {})
+                if "secretKeyRef" in source:
+                    refs.append(("Secret", source["secretKeyRef"]["name"], f"env {e['name']}"))
+                if "configMapKeyRef" in source:
+                    refs.append(("ConfigMap", source["configMapKeyRef"]["name"], f"env {e['name']}"))
+            for e in c.get("envFrom", []):
+                if "secretRef" in e:
+                    refs.append(("Secret", e["secretRef"]["name"], "envFrom"))
+                if "configMapRef" in e:
+                    refs.append(("ConfigMap", e["configMapRef"]["name"], "envFrom"))
+        for v in pod.get("volumes", []):
+            if "secret" in v:
+                refs.append(("Secret", v["secret"]["secretName"], f"volume {v['name']}"))
+            if "configMap" in v:
+                refs.append(("ConfigMap", v["configMap"]["name"], f"volume {v['name']}"))
+    if kind == "TriggerAuthentication":
+        for r in spec.get("secretTargetRef", []):
+            refs.append(("Secret", r["name"], f"secretTargetRef {r.get('parameter')}"))
+    if kind == "ScaledObject":
+        target = spec.get("scaleTargetRef", {})
+        refs.append((target.get("kind", "Deployment"), target.get("name"), "scaleTargetRef"))
+        for t in spec.get("triggers", []):
+            if "authenticationRef" in t:
+                refs.append(("TriggerAuthentication", t["authenticationRef"]["name"], f"trigger {t.get('type')}"))
+    if kind == "Ingress":
+        backends = [spec.get("defaultBackend", {})]
+        for rule in spec.get("rules", []):
+            backends += [p.get("backend", {}) for p in rule.get("http", {}).get("paths", [])]
+        for b in backends:
+            if "service" in b:
+                refs.append(("Service", b["service"]["name"], "backend"))
+        for tls in spec.get("tls", []):
+            if "secretName" in tls:
+                refs.append(("Secret", tls["secretName"], "tls"))
+    return refs
+
+
+def check_references(docs: list[dict], kustomization: str, problems: Problems) -> None:
+    """Every name a rendered object refers to exists in the same rendering (or is external on
+    purpose): a generator's hash suffix that kustomize did not carry to a reference, or a
+    renamed object, leaves a name that nothing answers to."""
+    present = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    allowed = EXTERNAL.get(kustomization, set())
+    for doc in docs:
+        for kind, name, field in references(doc):
+            if (kind, name) not in present and (kind, name) not in allowed:
+                problems.add(f"{kustomization} {name_of(doc)}", f"{field} names {kind} {name}, which this rendering does not hold")
+
+
 def check_kubernetes(modules, binaries, problems: Problems, rendered=None) -> dict[str, list[dict]]:
     rendered = rendered or {k: render(k) for k in KUSTOMIZATIONS}
     for kustomization, docs in rendered.items():
         for doc in docs:
             check_schema(doc, f"{kustomization} {name_of(doc)}", problems)
         check_rules(docs, kustomization, modules, binaries, problems)
+        check_references(docs, kustomization, problems)
     return rendered
 
 
@@ -458,6 +532,18 @@ def self_test() -> int:
     def container(docs):
         return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
 
+    def dev_case(mutate):
+        docs = copy.deepcopy(rendered["k8s/overlays/dev"])
+        mutate(docs)
+        problems = Problems()
+        check_references(docs, "k8s/overlays/dev", problems)
+        return problems
+
+    def rename_secret_refs(docs):
+        for auth in (d for d in docs if d["kind"] == "TriggerAuthentication"):
+            for ref in auth["spec"]["secretTargetRef"]:
+                ref["name"] = "omsc-secrets"
+
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     dockerfile = (DEPLOY / "docker/Dockerfile").read_text()
     ignore = (DEPLOY / "docker/Dockerfile.dockerignore").read_text()
@@ -501,6 +587,10 @@ def self_test() -> int:
         )["metadata"].update(query="SELECT count(*) FROM outbox WHERE module = 'other'")),
         "no PodDisruptionBudget": k8s_case(lambda d: d.remove(find(d, "PodDisruptionBudget"))),
         "no migrations Job": k8s_case(lambda d: d.remove(find(d, "Job"))),
+        "a TriggerAuthentication naming the generated Secret without its hash": dev_case(rename_secret_refs),
+        "a Deployment naming a missing ConfigMap": dev_case(lambda d: container(d)["envFrom"][0]["configMapRef"].update(name="omsc-config")),
+        "a Deployment naming a missing ServiceAccount": dev_case(lambda d: find(d, "Deployment")["spec"]["template"]["spec"].update(serviceAccountName="nobody")),
+        "a ScaledObject naming a missing Deployment": k8s_case(lambda d: find(d, "ScaledObject")["spec"]["scaleTargetRef"].update(name="omsc-gone")),
         "compose: an unknown key": compose_schema_case(lambda c: c["services"]["postgres"].update(restart_policy="always")),
         "compose: a module without a worker": compose_case(lambda c: c["services"].pop(next(n for n, s in c["services"].items() if s.get("entrypoint")))),
         "Dockerfile: running as root": docker_case("USER 65532:65532", "USER root"),
