@@ -28,6 +28,21 @@ fi
 
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts.test.yml
+# OmscModuleDown names every module (a module whose workers are gone leaves no series to
+# compare with): the names must be the module queues the code declares.
+python3 - deploy/prometheus/alerts.yml deploy/rabbitmq/definitions.json <<'PY'
+import json, re, sys
+rules, definitions = sys.argv[1:]
+text = open(rules).read()
+expr = text.split("alert: OmscModuleDown", 1)[1].split("- alert:", 1)[0]
+named = set(re.findall(r'absent\(omsc_ready\{module="([a-z]+)"\}\)', expr))
+bound = {b["destination"] for b in json.load(open(definitions))["bindings"]}
+modules = {q.split("connector.", 1)[1] for q in bound if q.startswith("connector.")}
+# The gateway runs only where the OMS talks HTTP (OMSC_OMS_URL): its absence is no outage.
+modules -= {"gateway"}
+if named != modules:
+    sys.exit(f"monitoring-check: OmscModuleDown names {sorted(named)}, the code's modules are {sorted(modules)}")
+PY
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
