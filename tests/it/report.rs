@@ -455,7 +455,7 @@ async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_o
     for expected in [
         r#"omsc_message_duration_seconds_bucket{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory",le="0.005"}"#,
         r#"omsc_message_duration_seconds_count{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory"} 3"#,
-        r#"omsc_source_lag_seconds{endpoint="magento.inventory.aggregate_stock_management.updated"}"#,
+        r#"omsc_source_lag_seconds{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory"}"#,
         r#"omsc_last_message_timestamp_seconds{endpoint="magento.inventory.aggregate_stock_management.updated",module="inventory"}"#,
         r#"omsc_stock_rows_total{outcome="applied"} 3"#,
         r#"omsc_ready{module="inventory"} 1"#,
@@ -485,6 +485,62 @@ async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_o
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(totals(&env, "minute", STOCK).await, (3, 3));
+    env.teardown().await;
+}
+
+/// Prometheus' naming rules, read off what a whole connector (`omsc run --all`) serves once
+/// a message went through: a counter's name ends in `_total` and nothing else's does, and
+/// every per-endpoint series carries `module` (the dashboard filters on it).
+#[tokio::test]
+async fn every_served_metric_is_named_for_its_type_and_endpoint_series_carry_the_module() {
+    let env = TestEnv::new().await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _process = env.spawn_binary_with_args(
+        "omsc",
+        &["run", "--all"],
+        &[("OMSC_HTTP_ADDR", &addr.to_string())],
+    );
+    wait_until("the connector to be ready", PATIENCE, || async {
+        http_get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let publisher = env.publisher().await;
+    publisher
+        .publish_all([(STOCK, delta(0), "d0".to_owned())], 1)
+        .await
+        .unwrap();
+    let handled = [("endpoint", STOCK), ("module", "inventory")];
+    wait_until("the message in /metrics", PATIENCE, || async {
+        metric_value(
+            &http_get(addr, "/metrics").await.1,
+            "omsc_messages_total",
+            &handled,
+        ) == 1.0
+    })
+    .await;
+    let text = http_get(addr, "/metrics").await.1;
+
+    let mut wrong = Vec::new();
+    let mut families = 0;
+    for line in text.lines().filter(|l| l.starts_with("# TYPE omsc_")) {
+        let mut words = line.split_whitespace().skip(2);
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        families += 1;
+        if (kind == "counter") != name.ends_with("_total") {
+            wrong.push(format!("{name} is a {kind}"));
+        }
+    }
+    for line in text.lines().filter(|l| l.contains("endpoint=\"")) {
+        if !line.starts_with('#') && !line.contains("module=\"") {
+            wrong.push(format!("no module label: {line}"));
+        }
+    }
+    assert!(families >= 10, "too few families to judge:\n{text}");
+    assert!(
+        text.contains("# TYPE omsc_catalog_export_run_products gauge"),
+        "{text}"
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
     env.teardown().await;
 }
 

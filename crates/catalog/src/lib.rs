@@ -54,7 +54,8 @@ pub struct ExportMetrics {
     pub chunks: IntCounter,
     /// `omsc_catalog_export_exported`: products exported so far by the run this process drives.
     pub exported: IntGauge,
-    /// `omsc_catalog_export_total`: products in the catalog when that run started.
+    /// `omsc_catalog_export_run_products`: products in the catalog when that run started (a
+    /// gauge: it is not a running count, so its name has no `_total`).
     pub total: IntGauge,
 }
 
@@ -74,7 +75,7 @@ impl ExportMetrics {
                 "Products exported so far by the full export this process drives",
             ))?,
             total: IntGauge::with_opts(Opts::new(
-                "omsc_catalog_export_total",
+                "omsc_catalog_export_run_products",
                 "Products in the catalog when the full export this process drives started",
             ))?,
         };

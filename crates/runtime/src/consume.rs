@@ -369,7 +369,10 @@ impl<H: Handler> Session<H> {
                 .inc_by(n);
         }
         for (endpoint, lag) in lags {
-            metrics.source_lag.with_label_values(&[endpoint]).set(lag);
+            metrics
+                .source_lag
+                .with_label_values(&[self.module, endpoint])
+                .set(lag);
         }
         Ok(())
     }

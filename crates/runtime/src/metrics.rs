@@ -22,8 +22,9 @@ pub struct Metrics {
     pub messages: IntCounterVec,
     /// `omsc_message_duration_seconds{module,endpoint}`.
     pub message_duration: HistogramVec,
-    /// `omsc_source_lag_seconds{endpoint}`: now − the message's own timestamp, for the last
-    /// message of the endpoint.
+    /// `omsc_source_lag_seconds{module,endpoint}`: now − the message's own timestamp, for the
+    /// last message of the endpoint. `module` lets a dashboard filter it like every other
+    /// per-endpoint series.
     pub source_lag: prometheus::GaugeVec,
     /// `omsc_batch_messages{module}`.
     pub batch_messages: HistogramVec,
@@ -72,7 +73,7 @@ impl Metrics {
                     "omsc_source_lag_seconds",
                     "Now minus the timestamp the OMS put in the last message of the endpoint",
                 ),
-                &["endpoint"],
+                &["module", "endpoint"],
             )?,
             batch_messages: HistogramVec::new(
                 HistogramOpts::new("omsc_batch_messages", "Messages per applied batch")
