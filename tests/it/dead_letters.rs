@@ -158,6 +158,24 @@ async fn discarded_dead_letters_leave_the_open_list_and_a_bare_command_touches_n
     assert!(env.dead_letters().await.is_empty());
     let discarded = listed(&omsc(&env, &["list", "--json", "--status", "discarded"]).await);
     assert_eq!(discarded.len(), 1);
+    // A status that does not exist is refused with the choices, not answered "no dead letters".
+    let typo = tokio::process::Command::new(binary("omsc"))
+        .args(["dead-letters", "list", "--status", "discarted"])
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("possible values: open, replayed, discarded, all"),
+        "{said}"
+    );
+    assert!(
+        typo.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&typo.stdout)
+    );
     assert!(
         discarded[0]["reason"]
             .as_str()

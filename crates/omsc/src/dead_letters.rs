@@ -1,7 +1,7 @@
 //! `omsc dead-letters`: see why messages failed, replay them once the cause is fixed, or
 //! discard them. Selections by id, by queue, by endpoint, by reason, or all.
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::Table;
 use runtime::dead_letters::{self, DeadLetter, Selection};
 
@@ -11,9 +11,9 @@ pub enum Command {
     List {
         #[command(flatten)]
         select: Select,
-        /// open, replayed, discarded or all.
-        #[arg(long, default_value = "open")]
-        status: String,
+        /// Which dead letters by what became of them.
+        #[arg(long, value_enum, default_value_t = StatusFilter::Open)]
+        status: StatusFilter,
         /// Output as JSON lines.
         #[arg(long)]
         json: bool,
@@ -32,6 +32,32 @@ pub enum Command {
         #[command(flatten)]
         select: Select,
     },
+}
+
+/// What became of a dead letter, as `list --status` selects it. A value enum, so that a typo
+/// is refused with the choices instead of listing nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    /// Waiting for an operator.
+    Open,
+    /// Published back to their queue.
+    Replayed,
+    /// Given up on by an operator.
+    Discarded,
+    /// Whatever became of them.
+    All,
+}
+
+impl StatusFilter {
+    /// The `dead_letters.status` value to match, or none for all.
+    fn as_column(self) -> Option<String> {
+        match self {
+            Self::Open => Some("open".into()),
+            Self::Replayed => Some("replayed".into()),
+            Self::Discarded => Some("discarded".into()),
+            Self::All => None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -89,7 +115,7 @@ pub async fn run(
             limit,
         } => {
             select.all = true;
-            let status = (status != "all").then_some(status);
+            let status = status.as_column();
             let letters = dead_letters::select(&client, &select.selection(status, limit)?).await?;
             if json {
                 for letter in &letters {
