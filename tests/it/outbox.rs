@@ -7,7 +7,7 @@ use lapin::types::FieldTable;
 use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{PATIENCE, TestEnv, amqp, wait_until};
+use crate::helpers::{PATIENCE, TestEnv, amqp, binary, wait_until};
 
 struct Probe;
 
@@ -286,4 +286,170 @@ async fn a_row_waits_for_the_older_row_of_the_same_subject() {
     );
     relay.stop().await;
     env.teardown().await;
+}
+
+/// Runs `omsc outbox …` against the environment; returns (exit code, stdout, stderr).
+async fn omsc_outbox(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(binary("omsc"))
+        .arg("outbox")
+        .args(args)
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+async fn row_state(env: &TestEnv, subject: &str) -> String {
+    let (_, out, _) = omsc_outbox(
+        env,
+        &["list", "--json", "--state", "all", "--subject", subject],
+    )
+    .await;
+    let row: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    row["state"].as_str().unwrap().to_owned()
+}
+
+/// A row the relay gave up on three days after it was saved (what 48 hours of a refusing OMS
+/// leave behind).
+async fn given_up(env: &TestEnv, subject: &str, coalesce: bool) {
+    save(env, subject, "v1", coalesce).await;
+    env.db
+        .execute(
+            "UPDATE outbox SET failed_at = now(), attempts = 40,
+                               created_at = now() - interval '3 days',
+                               last_error = 'the broker refused: \x1b[31mNOT_FOUND\x1b[0m'
+              WHERE subject = $1",
+            &[&subject],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_lists_retries_and_discards_failed_rows_with_the_cli() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    given_up(&env, "order-1", false).await;
+    given_up(&env, "order-2", false).await;
+    given_up(&env, "product-3", true).await;
+    let (_connection, mut inbox) = oms_inbox(&env).await;
+    let relay = start_relay(&env).await;
+
+    // Listed with their reason, its escape sequences shown, not obeyed.
+    let (code, out, _) = omsc_outbox(&env, &["list"]).await;
+    assert_eq!(code, 0);
+    for subject in ["order-1", "order-2", "product-3"] {
+        assert!(out.contains(subject), "{out}");
+    }
+    assert!(out.contains("\\u{1b}[31mNOT_FOUND"), "{out}");
+    assert!(!out.contains('\x1b'), "{out}");
+
+    // A bare action touches nothing; a typo of a state is refused.
+    let (code, _, err) = omsc_outbox(&env, &["retry"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("say which outbox rows"), "{err}");
+    let (code, _, err) = omsc_outbox(&env, &["list", "--state", "faild"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(row_state(&env, "order-1").await, "failed");
+
+    // A retry while the cause persists: the row is retried again, not failed at once, because
+    // the retry window starts over at the retry (the row itself is three days old).
+    env.db
+        .execute(
+            "UPDATE outbox_probe SET hold = true WHERE subject = 'order-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (code, out, _) = omsc_outbox(&env, &["retry", "--subject", "order-1"]).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("retried 1 outbox row(s)"), "{out}");
+    wait_until("the retried row to be tried again", PATIENCE, || async {
+        env.db
+            .query_one("SELECT attempts FROM outbox WHERE subject = 'order-1'", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+            >= 1
+    })
+    .await;
+    assert_eq!(row_state(&env, "order-1").await, "pending");
+    // The cause fixed, it goes out.
+    env.db
+        .execute(
+            "UPDATE outbox_probe SET hold = false WHERE subject = 'order-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sent = next_message(&mut inbox).await;
+    assert_eq!(sent["subject"], "order-1");
+    wait_until("the row to be marked sent", PATIENCE, || async {
+        row_state(&env, "order-1").await == "sent"
+    })
+    .await;
+    let (_, shown, _) = omsc_outbox(&env, &["show", &row_id(&env, "order-1").await]).await;
+    assert!(shown.contains("retried:         1 time(s)"), "{shown}");
+
+    // A product saved again after its row failed: the newer pending row carries the latest
+    // state, so the failed one is left alone, and says so.
+    env.db
+        .execute(
+            "UPDATE outbox_probe SET hold = true WHERE subject = 'product-3'",
+            &[],
+        )
+        .await
+        .unwrap();
+    save(&env, "product-3", "v2", true).await;
+    let (_, out, _) = omsc_outbox(&env, &["retry", "--subject", "product-3"]).await;
+    assert!(out.starts_with("retried 0 outbox row(s)"), "{out}");
+    assert!(out.contains("carries a newer state of it"), "{out}");
+    env.db
+        .execute(
+            "UPDATE outbox_probe SET hold = false WHERE subject = 'product-3'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let newer = next_message(&mut inbox).await;
+    assert_eq!(
+        (newer["subject"].as_str(), newer["payload"].as_str()),
+        (Some("product-3"), Some("v2"))
+    );
+
+    // Discarded: never sent, and no longer counted as failed anywhere.
+    let (code, out, _) = omsc_outbox(&env, &["discard", "--subject", "order-2"]).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("discarded 1 outbox row(s)"), "{out}");
+    assert_eq!(row_state(&env, "order-2").await, "discarded");
+    let (_, again, _) =
+        omsc_outbox(&env, &["retry", "--subject", "order-2", "--state", "all"]).await;
+    assert!(again.starts_with("retried 0 outbox row(s)"), "{again}");
+    let failed: i64 = env
+        .db
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE module = 'probe' AND sent_at IS NULL
+                AND failed_at IS NOT NULL AND discarded_at IS NULL AND subject <> 'product-3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0);
+    relay.stop().await;
+    env.teardown().await;
+}
+
+async fn row_id(env: &TestEnv, subject: &str) -> String {
+    env.db
+        .query_one("SELECT min(id) FROM outbox WHERE subject = $1", &[&subject])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        .to_string()
 }

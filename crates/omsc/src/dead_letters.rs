@@ -5,6 +5,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::Table;
 use runtime::dead_letters::{self, DeadLetter, Selection};
 
+use crate::terminal::{id_list, truncate};
+
 #[derive(Subcommand)]
 pub enum Command {
     /// List dead letters (open ones unless --status says otherwise).
@@ -184,7 +186,7 @@ pub async fn run(
             println!(
                 "replayed {} dead letter(s){}",
                 replayed.len(),
-                ids(&replayed)
+                id_list(&replayed)
             );
         }
         Command::Discard { select } => {
@@ -202,26 +204,4 @@ fn summary_json(l: &DeadLetter) -> serde_json::Value {
         "attempts": l.attempts, "dead_at": l.dead_at.to_rfc3339(), "status": l.status,
         "body_bytes": l.body.len(),
     })
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    }
-}
-
-fn ids(ids: &[i64]) -> String {
-    if ids.is_empty() || ids.len() > 20 {
-        String::new()
-    } else {
-        format!(
-            ": {}",
-            ids.iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
 }

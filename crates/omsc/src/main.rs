@@ -4,11 +4,13 @@ mod aggregates;
 mod bench_cmd;
 mod catalog_export;
 mod dead_letters;
+mod outbox_cmd;
 mod registration;
 mod returns_cmd;
 mod settings;
 mod simulate_cmd;
 mod status;
+mod terminal;
 mod topology_cmd;
 
 use clap::{Args, Parser, Subcommand};
@@ -60,6 +62,13 @@ enum Command {
         broker: BrokerArgs,
         #[command(subcommand)]
         command: dead_letters::Command,
+    },
+    /// What Commerce has to tell the OMS: list, show, retry or discard outbox rows.
+    Outbox {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: outbox_cmd::Command,
     },
     /// Returns: request one of shipped lines (as a storefront does), list them.
     Returns {
@@ -234,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
             broker,
             command,
         } => dead_letters::run(&db.database_url, &broker.amqp_url, &broker.prefix, command).await,
+        Command::Outbox { db, command } => outbox_cmd::run(&db.database_url, command).await,
         Command::Catalog { runtime, command } => catalog_export::run(&runtime, command).await,
         Command::Register(args) => register(args).await,
         Command::Unregister { runtime } => registration::unregister(&runtime).await,

@@ -10,7 +10,7 @@ const MODULES: &str = "
 const OUTBOX: &str = "
     SELECT module,
            count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL),
-           count(*) FILTER (WHERE failed_at IS NOT NULL),
+           count(*) FILTER (WHERE failed_at IS NOT NULL AND sent_at IS NULL AND discarded_at IS NULL),
            min(created_at) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL)
       FROM outbox GROUP BY module ORDER BY module";
 

@@ -23,6 +23,7 @@ pub mod http;
 pub mod incoming;
 pub mod metrics;
 pub mod outbox;
+pub mod outbox_rows;
 mod prefetch;
 pub mod registration;
 pub mod stats;

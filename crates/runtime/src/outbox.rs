@@ -127,7 +127,8 @@ const RETRY_LATER: &str = "
        SET claimed_until = NULL,
            last_error = $2,
            next_attempt_at = now() + make_interval(secs => $3::float8),
-           failed_at = CASE WHEN $4 OR created_at < now() - make_interval(secs => $5::float8)
+           failed_at = CASE WHEN $4 OR coalesce(retried_at, created_at)
+                                         < now() - make_interval(secs => $5::float8)
                             THEN now() END
      WHERE id = $1
  RETURNING failed_at IS NOT NULL";
@@ -137,7 +138,8 @@ const COUNT_PENDING: &str = "
     SELECT (SELECT count(*) FROM outbox
              WHERE module = $1 AND sent_at IS NULL AND failed_at IS NULL),
            (SELECT count(*) FROM outbox
-             WHERE module = $1 AND sent_at IS NULL AND failed_at IS NOT NULL)";
+             WHERE module = $1 AND sent_at IS NULL AND failed_at IS NOT NULL
+               AND discarded_at IS NULL)";
 
 const FORGET_SENT: &str =
     "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::float8)";
