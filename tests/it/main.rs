@@ -8,6 +8,7 @@ mod dead_letters;
 mod definitions;
 mod faults;
 mod helpers;
+mod limits;
 mod outbox;
 mod postsales;
 mod postsales_bad_input;

@@ -26,6 +26,7 @@ use protocol::catalog::methods;
 use runtime::Shared;
 use runtime::amqp::{self, OPERATION_TIMEOUT};
 use runtime::backoff::Backoff;
+use runtime::health::Beat;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,9 @@ use crate::products;
 
 /// Unconfirmed messages at once: enough to keep the broker busy, few enough to bound memory.
 pub const CONFIRM_WINDOW: usize = 1_000;
+/// The exporter beats at least this often (readiness): every chunk, every poll (2 s) and after
+/// every backoff (at most 30 s).
+pub const BEAT_EVERY: Duration = Duration::from_secs(30);
 /// The safety net when no notification arrives.
 const POLL_EVERY: Duration = Duration::from_secs(2);
 /// The notification channel a new run wakes the exporters on.
@@ -123,6 +127,7 @@ pub async fn run(
     shared: Shared,
     lease: Duration,
     metrics: ExportMetrics,
+    beat: Beat,
     shutdown: CancellationToken,
 ) {
     let owner = format!(
@@ -137,10 +142,12 @@ pub async fn run(
         lease,
         metrics,
         owner,
+        beat,
         publisher: None,
     };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     while !shutdown.is_cancelled() {
+        exporter.beat.beat();
         let delay = match exporter.take().await {
             Ok(Some(run)) => {
                 tracing::info!(run = %run.id, total = run.total, exported = run.exported, "driving full catalog export");
@@ -182,6 +189,7 @@ struct Exporter {
     lease: Duration,
     metrics: ExportMetrics,
     owner: String,
+    beat: Beat,
     publisher: Option<(lapin::Connection, lapin::Channel)>,
 }
 
@@ -213,6 +221,7 @@ impl Exporter {
                 client.execute(RELEASE, &[&run.id, &self.owner]).await?;
                 return Ok(Step::Stopped);
             }
+            self.beat.beat();
             match self.chunk(&mut run).await {
                 Ok(Some(step)) => return Ok(step),
                 Ok(None) => {}
@@ -316,6 +325,14 @@ impl Exporter {
                 }
             };
             let message_id = format!("{run_id}/{sku}");
+            // SKUs are at most 64 bytes (V12); one saved before that limit may be longer.
+            let amqp_message_id = match amqp::short_string("message id", &message_id) {
+                Ok(id) => id,
+                Err(too_long) => {
+                    tracing::warn!(run = %run_id, %sku, reason = %too_long, "product skipped by the full export");
+                    continue;
+                }
+            };
             let body = product.to_message(&message_id);
             let publish = channel.basic_publish(
                 ShortString::from(exchange.as_str()),
@@ -327,7 +344,7 @@ impl Exporter {
                 &body,
                 BasicProperties::default()
                     .with_content_type(ShortString::from("application/json"))
-                    .with_message_id(ShortString::from(message_id))
+                    .with_message_id(amqp_message_id)
                     .with_app_id(ShortString::from("oms-connector"))
                     .with_delivery_mode(2),
             );

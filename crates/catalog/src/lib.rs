@@ -93,8 +93,10 @@ pub fn install(runtime: &mut Runtime, config: &CatalogConfig) -> anyhow::Result<
     runtime.add_consumer(QUEUE, CommandHandler);
     runtime.add_outbox_relay(CatalogRelay);
     let lease = config.export_lease();
-    runtime.add_task("catalog full export", move |shared, shutdown| {
-        export::run(shared, lease, metrics, shutdown)
-    });
+    runtime.add_task(
+        "catalog full export",
+        export::BEAT_EVERY,
+        move |shared, beat, shutdown| export::run(shared, lease, metrics, beat, shutdown),
+    );
     Ok(())
 }

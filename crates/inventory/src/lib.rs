@@ -26,9 +26,19 @@ pub struct InventoryConfig {
     /// the end state is the same either way.
     #[arg(long, env = "OMSC_NONZERO_SETTLE_SECS", default_value_t = 30.0)]
     pub nonzero_settle_secs: f64,
+
+    /// Seconds a stock snapshot's `created_on` may be ahead of this worker's clock. A
+    /// snapshot dated further ahead is dead-lettered: applied, it would win every later
+    /// compare-and-set (a NONZERO one would zero its aggregate's other SKUs for good).
+    #[arg(long, env = "OMSC_MAX_CLOCK_SKEW_SECS", default_value_t = 86_400.0)]
+    pub max_clock_skew_secs: f64,
 }
 
 impl InventoryConfig {
+    pub fn max_clock_skew(&self) -> Duration {
+        Duration::from_secs_f64(self.max_clock_skew_secs.clamp(0.0, 1e9))
+    }
+
     pub fn nonzero_settle(&self) -> Duration {
         Duration::from_secs_f64(self.nonzero_settle_secs.max(0.0))
     }
@@ -57,10 +67,15 @@ impl StockMetrics {
 /// Adds the inventory consumer and the NONZERO settler to a runtime.
 pub fn install(runtime: &mut Runtime, config: &InventoryConfig) -> anyhow::Result<()> {
     let metrics = StockMetrics::register(&runtime.shared().registry)?;
-    runtime.add_consumer(QUEUE, InventoryHandler::new(metrics.clone()));
+    runtime.add_consumer(
+        QUEUE,
+        InventoryHandler::new(metrics.clone()).with_max_clock_skew(config.max_clock_skew()),
+    );
     let settle = config.nonzero_settle();
-    runtime.add_task("inventory nonzero settler", move |shared, shutdown| {
-        settler::run(shared, settle, metrics, shutdown)
-    });
+    runtime.add_task(
+        "inventory nonzero settler",
+        settler::BEAT_EVERY,
+        move |shared, beat, shutdown| settler::run(shared, settle, metrics, beat, shutdown),
+    );
     Ok(())
 }

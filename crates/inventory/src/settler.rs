@@ -5,15 +5,21 @@ use std::time::Duration;
 
 use runtime::Shared;
 use runtime::backoff::Backoff;
+use runtime::health::Beat;
 use stock_filter::Ledger;
 use tokio_util::sync::CancellationToken;
 
 use crate::StockMetrics;
 
+/// The settler beats at least this often (readiness): every tick (at most a second) and after
+/// every backoff (at most 10 s), with room for a long zeroing.
+pub const BEAT_EVERY: Duration = Duration::from_secs(30);
+
 pub async fn run(
     shared: Shared,
     settle: Duration,
     metrics: StockMetrics,
+    beat: Beat,
     shutdown: CancellationToken,
 ) {
     // Poll often enough that a zeroing runs within a quarter of the settle period of being
@@ -27,6 +33,7 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        beat.beat();
         match settle_due(&shared, settle, &metrics, &shutdown).await {
             Ok(()) => backoff.reset(),
             Err(e) => {

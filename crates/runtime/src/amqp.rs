@@ -31,8 +31,37 @@ pub async fn within<T>(
     }
 }
 
+/// The most bytes an AMQP short string (message id, routing key, exchange, header name) holds.
+pub const SHORT_STRING_MAX_BYTES: usize = lapin::types::MAX_SHORT_STRING_LENGTH;
+
+/// A value that does not fit an AMQP short string.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "{field} is {bytes} bytes long, over the AMQP limit of {SHORT_STRING_MAX_BYTES} bytes: {value:?}"
+)]
+pub struct TooLong {
+    pub field: String,
+    pub bytes: usize,
+    /// The value's first characters, enough to find it.
+    pub value: String,
+}
+
+/// An AMQP short string made from data. `ShortString::from` panics on a value over 255 bytes
+/// (UTF-8 bytes, not characters: 64 emoji are 256); a value from a row or a message goes
+/// through here so it becomes an error naming `field` instead.
+pub fn short_string(field: &str, value: &str) -> Result<ShortString, TooLong> {
+    ShortString::try_new(value).map_err(|_| TooLong {
+        field: field.to_owned(),
+        bytes: value.len(),
+        value: value.chars().take(40).collect(),
+    })
+}
+
 #[derive(Debug, Error)]
 pub enum PublishError {
+    /// A name or property does not fit the wire; publishing it again will not help.
+    #[error("{0}")]
+    TooLong(#[from] TooLong),
     /// The channel or connection failed.
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
@@ -137,11 +166,13 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        let exchange_name = short_string("exchange", exchange)?;
+        let key = short_string("routing key", routing_key)?;
         let publish = async {
             self.channel
                 .basic_publish(
-                    ShortString::from(exchange),
-                    ShortString::from(routing_key),
+                    exchange_name,
+                    key,
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()
@@ -173,6 +204,26 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_string_counts_bytes_and_names_the_field() {
+        assert_eq!(
+            short_string("message id", &"a".repeat(255))
+                .unwrap()
+                .as_str()
+                .len(),
+            255
+        );
+        // 64 characters, 256 bytes: what a character-counting limit let through.
+        let emoji = "😀".repeat(64);
+        let e = short_string("message id", &emoji).unwrap_err();
+        assert_eq!(e.bytes, 256);
+        assert!(
+            e.to_string()
+                .starts_with("message id is 256 bytes long, over the AMQP limit of 255 bytes"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_ca_file_option_is_taken_off_the_url() {

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -49,7 +50,7 @@ pub use handler::{ApplyError, Handler, Outcome};
 pub use topology::{QueueSpec, Topology};
 
 use crate::backoff::Backoff;
-use crate::health::Health;
+use crate::health::{Beat, Health};
 use crate::metrics::Metrics;
 use crate::stats::Stats;
 
@@ -68,11 +69,45 @@ pub struct Shared {
 
 type Starter = Box<dyn FnOnce(Shared, CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
+/// How the start of a consumer or task is watched.
+enum Watch {
+    /// It reports its own readiness (a consumer, the database watch) or none (a one-off).
+    Own,
+    /// A background loop: registered with [`Health::register_loop`] when it starts, beating
+    /// at least every period (`None`: only its end is watched), its end reported.
+    Loop(Option<Duration>),
+}
+
+/// A consumer or task to start, by name.
+struct Start {
+    name: String,
+    watch: Watch,
+    starter: Starter,
+}
+
+impl Start {
+    fn own(name: impl Into<String>, starter: Starter) -> Self {
+        Self {
+            name: name.into(),
+            watch: Watch::Own,
+            starter,
+        }
+    }
+
+    fn watched(name: impl Into<String>, period: Option<Duration>, starter: Starter) -> Self {
+        Self {
+            name: name.into(),
+            watch: Watch::Loop(period),
+            starter,
+        }
+    }
+}
+
 /// A process's worth of modules, built but not yet running.
 pub struct Runtime {
     shared: Shared,
     listener: TcpListener,
-    starters: Vec<(String, Starter)>,
+    starters: Vec<Start>,
     consumed: Vec<&'static str>,
     /// The queues of the consumers, whose depths are sampled.
     queues: Vec<(&'static str, QueueSpec)>,
@@ -145,14 +180,16 @@ impl Runtime {
         self.queues.push((handler.module(), spec));
         self.modules.push((handler.module(), handler.methods()));
         let handler = Arc::new(handler);
-        self.starters.push((
+        self.starters.push(Start::own(
             format!("{} consumer", handler.module()),
             Box::new(move |shared, shutdown| {
                 Box::pin(consume::run(shared, spec, handler, shutdown))
             }),
         ));
-        self.starters.push((
+        // It waits on dead letters for as long as none come: only its end is watched.
+        self.starters.push(Start::watched(
             format!("{} dead-letter keeper", spec.name),
+            None,
             Box::new(move |shared, shutdown| Box::pin(dead_letters::keep(shared, spec, shutdown))),
         ));
     }
@@ -161,21 +198,30 @@ impl Runtime {
     pub fn add_outbox_relay<H: outbox::OutboxHandler>(&mut self, handler: H) {
         self.shared.stats.add_module(handler.module());
         let handler = Arc::new(handler);
-        self.starters.push((
-            format!("{} outbox relay", handler.module()),
-            Box::new(move |shared, shutdown| Box::pin(outbox::run(shared, handler, shutdown))),
+        let name = format!("{} outbox relay", handler.module());
+        let beat = Beat::new(self.shared.health.clone(), &name);
+        self.starters.push(Start::watched(
+            name,
+            Some(outbox::BEAT_EVERY),
+            Box::new(move |shared, shutdown| {
+                Box::pin(outbox::run(shared, handler, beat, shutdown))
+            }),
         ));
     }
 
-    /// Adds a background task; it must return soon after `shutdown` is cancelled.
-    pub fn add_task<F, Fut>(&mut self, name: &str, task: F)
+    /// Adds a background loop named `name` (its `/readyz` line); it must return soon after
+    /// `shutdown` is cancelled, and [`Beat::beat`] at least every `period`, idle or not. A
+    /// loop that ends before shutdown, or misses its beats, makes the process not ready.
+    pub fn add_task<F, Fut>(&mut self, name: &str, period: Duration, task: F)
     where
-        F: FnOnce(Shared, CancellationToken) -> Fut + Send + 'static,
+        F: FnOnce(Shared, Beat, CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.starters.push((
-            name.to_owned(),
-            Box::new(move |shared, shutdown| Box::pin(task(shared, shutdown))),
+        let beat = Beat::new(self.shared.health.clone(), name);
+        self.starters.push(Start::watched(
+            name,
+            Some(period),
+            Box::new(move |shared, shutdown| Box::pin(task(shared, beat, shutdown))),
         ));
     }
 
@@ -189,17 +235,17 @@ impl Runtime {
         let tracker = TaskTracker::new();
         let shared = self.shared.clone();
         let mut starters = self.starters;
-        starters.extend(stats_tasks(self.queues));
+        starters.extend(stats_tasks(&shared, self.queues));
         if !starters.is_empty() {
-            starters.push((
-                "database watch".to_owned(),
+            starters.push(Start::own(
+                "database watch",
                 Box::new(|shared, shutdown| Box::pin(watch_database(shared, shutdown))),
             ));
         }
         if shared.config.registration.register_on_start && !self.modules.is_empty() {
             let modules = self.modules;
-            starters.push((
-                "registration".to_owned(),
+            starters.push(Start::own(
+                "registration",
                 Box::new(move |shared, shutdown| {
                     Box::pin(registration::run(shared, modules, shutdown))
                 }),
@@ -215,9 +261,18 @@ impl Runtime {
                 if token.is_cancelled() {
                     return;
                 }
-                for (name, starter) in starters {
-                    tracing::debug!(task = %name, "starting");
-                    tracker.spawn(starter(shared.clone(), token.clone()));
+                for start in starters {
+                    tracing::debug!(task = %start.name, "starting");
+                    let task = (start.starter)(shared.clone(), token.clone());
+                    match start.watch {
+                        Watch::Own => tracker.spawn(task),
+                        Watch::Loop(period) => {
+                            shared.health.register_loop(&start.name, period);
+                            let watched =
+                                watch_loop(shared.health.clone(), start.name, task, token.clone());
+                            tracker.spawn(watched)
+                        }
+                    };
                 }
             }
         };
@@ -245,28 +300,61 @@ impl Runtime {
 }
 
 /// The statistics flusher and, when the process consumes queues, their depth sampler.
-fn stats_tasks(queues: Vec<(&'static str, QueueSpec)>) -> Vec<(String, Starter)> {
-    let mut tasks: Vec<(String, Starter)> = vec![(
-        "statistics flusher".into(),
-        Box::new(|shared: Shared, shutdown| {
+fn stats_tasks(shared: &Shared, queues: Vec<(&'static str, QueueSpec)>) -> Vec<Start> {
+    const FLUSHER: &str = "statistics flusher";
+    let beat = Beat::new(shared.health.clone(), FLUSHER);
+    // It beats once per flush; a period of at least 10 s keeps a test's 50 ms flushes from
+    // making one slow flush a late loop.
+    let period = shared
+        .config
+        .stats
+        .flush_every()
+        .max(Duration::from_secs(10));
+    let mut tasks = vec![Start::watched(
+        FLUSHER,
+        Some(period),
+        Box::new(move |shared: Shared, shutdown| {
             let config = shared.config.stats.clone();
             Box::pin(stats::run_flusher(
                 shared.stats.clone(),
                 shared.pool.clone(),
                 config,
+                beat,
                 shutdown,
             ))
         }),
     )];
     if !queues.is_empty() {
-        tasks.push((
-            "queue depth sampler".into(),
+        tasks.push(Start::own(
+            "queue depth sampler",
             Box::new(move |shared: Shared, shutdown| {
                 Box::pin(stats::depth::run(shared, queues, shutdown))
             }),
         ));
     }
     tasks
+}
+
+/// Runs a background loop and reports its end: returning or panicking before `shutdown`
+/// makes the process not ready (and not alive) with the reason; a panic is also logged
+/// here, since nothing awaits the task.
+async fn watch_loop(
+    health: Health,
+    name: String,
+    task: BoxFuture<'static, ()>,
+    shutdown: CancellationToken,
+) {
+    let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+    let unexpectedly = !shutdown.is_cancelled();
+    let reason = match outcome {
+        Ok(()) if unexpectedly => "returned".to_owned(),
+        Ok(()) => "shut down".to_owned(),
+        Err(panic) => format!("panicked: {}", outbox::panic_message(panic.as_ref())),
+    };
+    if unexpectedly {
+        tracing::error!(task = %name, %reason, "a background loop stopped; the process is not ready");
+    }
+    health.ended(&name, reason, unexpectedly);
 }
 
 /// Readiness component `database`: the pool answers a trivial query. Consumers notice an

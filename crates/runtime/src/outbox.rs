@@ -6,7 +6,9 @@
 //! between publishing and marking resends the message with the same id: exported at least
 //! once, never skipped. A row waits while an older row about the same subject is pending, so
 //! a cancellation never overtakes the order it cancels. Failures retry with backoff for up to
-//! [`RETRY_WINDOW`]; then the row is marked failed, which the report shows.
+//! [`RETRY_WINDOW`]; then the row is marked failed, which the report shows. A row that can never
+//! be sent (its body cannot be built, its message id or method does not fit an AMQP short
+//! string) is marked failed at once with the reason; the relay goes on with the next rows.
 //!
 //! Publishing is mandatory: a message that no queue takes (the OMS has not bound its queue)
 //! stays in the outbox and is retried, rather than vanishing.
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
 use tokio_postgres::AsyncMessage;
@@ -26,6 +28,7 @@ use crate::Shared;
 use crate::amqp::{self, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::db::{DbFailure, classify};
+use crate::health::Beat;
 
 /// How long a row is retried before it is marked failed.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(48 * 3600);
@@ -33,6 +36,9 @@ pub const RETRY_WINDOW: Duration = Duration::from_secs(48 * 3600);
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Rows claimed per round.
 const ROUND: i64 = 200;
+/// The relay beats at least this often (readiness): a round, the wait for the next one and a
+/// broker or database backoff (at most 30 s) all fit.
+pub const BEAT_EVERY: Duration = Duration::from_secs(30);
 /// Sent rows are deleted after this long.
 const KEEP_SENT: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -145,10 +151,16 @@ const FORGET_SENT: &str =
     "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::float8)";
 
 /// Runs a module's relay until `shutdown`.
-pub async fn run<H: OutboxHandler>(shared: Shared, handler: Arc<H>, shutdown: CancellationToken) {
+pub async fn run<H: OutboxHandler>(
+    shared: Shared,
+    handler: Arc<H>,
+    beat: Beat,
+    shutdown: CancellationToken,
+) {
     let relay = Relay {
         shared,
         handler,
+        beat,
         publisher: None,
     };
     relay.run(shutdown).await;
@@ -157,6 +169,7 @@ pub async fn run<H: OutboxHandler>(shared: Shared, handler: Arc<H>, shutdown: Ca
 struct Relay<H: OutboxHandler> {
     shared: Shared,
     handler: Arc<H>,
+    beat: Beat,
     publisher: Option<(lapin::Connection, Publisher)>,
 }
 
@@ -172,6 +185,7 @@ impl<H: OutboxHandler> Relay<H> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut rounds = 0u64;
         loop {
+            self.beat.beat();
             match self.drain(&shutdown).await {
                 Ok(()) => backoff.reset(),
                 Err(RoundError::Database(e)) | Err(RoundError::Broker(e)) => {
@@ -205,6 +219,7 @@ impl<H: OutboxHandler> Relay<H> {
     /// Rounds until nothing is due.
     async fn drain(&mut self, shutdown: &CancellationToken) -> Result<(), RoundError> {
         while !shutdown.is_cancelled() {
+            self.beat.beat();
             let claimed = self.round().await?;
             if claimed < ROUND as usize {
                 break;
@@ -260,7 +275,16 @@ impl<H: OutboxHandler> Relay<H> {
         // each), so publishing its rows together keeps every subject's order.
         let mut built = Vec::with_capacity(rows.len());
         for row in &rows {
-            let outcome = match self.handler.build(&client, row).await {
+            // A module's bug in building one row fails that row, not the relay.
+            let building = std::panic::AssertUnwindSafe(self.handler.build(&client, row));
+            let built_row = match building.catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => Err(BuildError::Invalid(format!(
+                    "building the message failed: {}",
+                    panic_message(panic.as_ref())
+                ))),
+            };
+            let outcome = match built_row {
                 Err(BuildError::Database(e)) if classify(&e) == DbFailure::Unavailable => {
                     return Err(RoundError::Database(e.to_string()));
                 }
@@ -289,6 +313,11 @@ impl<H: OutboxHandler> Relay<H> {
                 };
                 match this.publish(publisher, &outgoing).await {
                     Ok(()) => (Settle::Sent(outgoing.message_id), None),
+                    // The same row builds the same message id again: fail it now, with the
+                    // reason, and let the rows behind it go out.
+                    Err(e @ PublishError::TooLong(_)) => {
+                        (Settle::Retry(format!("cannot be sent: {e}"), true), None)
+                    }
                     Err(e @ PublishError::Unroutable { .. }) => {
                         (Settle::Retry(e.to_string(), false), None)
                     }
@@ -331,7 +360,7 @@ impl<H: OutboxHandler> Relay<H> {
                 &outgoing.body,
                 BasicProperties::default()
                     .with_content_type(ShortString::from("application/json"))
-                    .with_message_id(ShortString::from(outgoing.message_id.as_str()))
+                    .with_message_id(amqp::short_string("message id", &outgoing.message_id)?)
                     .with_app_id(ShortString::from("oms-connector")),
             )
             .await
@@ -520,6 +549,17 @@ enum Settle {
     Nothing,
     /// Retry later with this reason; `true`: never, mark failed now.
     Retry(String, bool),
+}
+
+/// What a caught panic said, when it said it with a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
 }
 
 /// 1 s, 2 s, 4 s … up to 10 minutes between attempts.

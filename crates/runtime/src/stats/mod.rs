@@ -533,6 +533,7 @@ pub async fn run_flusher(
     stats: Stats,
     pool: deadpool_postgres::Pool,
     config: StatsConfig,
+    beat: crate::health::Beat,
     shutdown: CancellationToken,
 ) {
     let every = config.flush_every();
@@ -544,6 +545,7 @@ pub async fn run_flusher(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        beat.beat();
         if let Err(e) = stats.flush(&pool).await {
             tracing::warn!(error = %e, "cannot write statistics yet; keeping them for the next flush");
             continue;
