@@ -243,7 +243,11 @@ async fn an_update_without_a_date_never_replaces_a_dated_status() {
     for (id, undated_first) in [("UNDATED-AFTER", false), ("UNDATED-FIRST", true)] {
         let exported = shop.place(id, vec![item(1, "MUG", 1, money(1200))]).await;
         let logistics = dated(
-            mock_update(id, ("LOGISTICS", "READYTOSHIP"), &[line.clone()]),
+            mock_update(
+                id,
+                ("LOGISTICS", "READYTOSHIP"),
+                std::slice::from_ref(&line),
+            ),
             origin() + Duration::minutes(30),
         );
         let complete = simulator_echo(&exported, "COMPLETE", "FULLYSHIPPED");

@@ -9,6 +9,14 @@ use serde_json::json;
 use crate::conformance_support::{Shop, item, money, origin, simulator_echo, table};
 use crate::helpers::{AMQP_URL, PATIENCE, binary, wait_until};
 
+/// Versions as the columns the database reads: dates, ranks, statuses, reasons.
+type Columns = (
+    Vec<Option<DateTime<Utc>>>,
+    Vec<i16>,
+    Vec<String>,
+    Vec<String>,
+);
+
 /// Every pair of a grid of versions: what `omsc_status_supersedes` (every compare-and-set's
 /// rule) says is what `Version::supersedes` says, missing dates, ranks, statuses and
 /// reasons included.
@@ -37,12 +45,7 @@ async fn the_database_orders_versions_as_the_rule_does() {
             old.push(b);
         }
     }
-    let column = |vs: &[&Version]| -> (
-        Vec<Option<DateTime<Utc>>>,
-        Vec<i16>,
-        Vec<String>,
-        Vec<String>,
-    ) {
+    let column = |vs: &[&Version]| -> Columns {
         (
             vs.iter().map(|v| v.date).collect(),
             vs.iter().map(|v| v.rank).collect(),
