@@ -4,6 +4,10 @@
 mod bad_input;
 mod catalog;
 mod catalog_export;
+mod conformance;
+mod conformance_returns;
+mod conformance_support;
+mod conformance_versions;
 mod dead_letters;
 mod definitions;
 mod faults;

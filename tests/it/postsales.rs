@@ -297,10 +297,11 @@ async fn return_statuses_apply_newest_first_and_returns_the_oms_created_are_kept
     let sequence = [
         ours.updated("APPROVED", t0 + Duration::hours(2), Some("RT-1")),
         ours.updated("REQUESTED", t0 + Duration::hours(1), None), // older: stale
-        ours.updated("REJECTED", t0 + Duration::hours(2), None),  // same date: the first wins
+        // Same date, earlier in the return's lifecycle: stale in any arrival order.
+        ours.updated("REQUESTED", t0 + Duration::hours(2), None),
         agents.updated("APPROVED", t0 + Duration::hours(3), None), // created in the OMS
-        received.clone(),                                         // goods without an rma
-        received,                                                 // and again
+        received.clone(),                                          // goods without an rma
+        received,                                                  // and again
     ];
     for (n, message) in sequence.iter().enumerate() {
         publish(&publisher, &[message]).await;

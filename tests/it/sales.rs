@@ -466,7 +466,9 @@ async fn statuses_apply_newest_first_and_unknown_ones_are_stored_not_rejected() 
     for (n, (status, reason, date)) in [
         ("A_STATUS_NOBODY_KNOWS", "", "2026-03-01 11:00:00"),
         ("RECEIVED", "IMPORTED", "2026-03-01 09:00:00"), // older: acked, not applied
-        ("CANCELLED", "", "2026-03-01 11:00:00"),        // same date: the first write wins
+        // Same date: the lifecycle decides. RECEIVED comes before, CANCELLED after.
+        ("RECEIVED", "IMPORTED", "2026-03-01 11:00:00"),
+        ("CANCELLED", "", "2026-03-01 11:00:00"),
     ]
     .into_iter()
     .enumerate()
@@ -477,10 +479,7 @@ async fn statuses_apply_newest_first_and_unknown_ones_are_stored_not_rejected() 
         })
         .await;
     }
-    assert_eq!(
-        state().await,
-        ("processing".into(), Some("A_STATUS_NOBODY_KNOWS".into()))
-    );
+    assert_eq!(state().await, ("canceled".into(), Some("CANCELLED".into())));
     assert_eq!(outcomes(&worker, "stale").await, 2.0);
     worker.stop().await;
     env.teardown().await;

@@ -74,8 +74,9 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         (
             methods::UPDATED,
-            update(json!({"id": ORDER, "status": "COMPLETE"})),
-            "has no \"status_date\"",
+            update(json!({"id": ORDER, "lines": [{"id": "1", "payments": [
+                {"status": "CAPTURED", "gross_amount": "lots", "net_amount": 1, "tax_amount": 0}]}]})),
+            "order.lines[0].payments[0]: \"gross_amount\" is not an amount: \"lots\"",
         ),
         (
             methods::UPDATED,

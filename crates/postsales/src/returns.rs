@@ -1,9 +1,11 @@
 //! `return_management.updated`, `.received` and the custom attribute updates of a return.
 //!
-//! A return's status is a compare-and-set on the OMS's `status.date`, and so are its lines'
-//! statuses (they take the return's date) and its tracking (which only a message that carries
-//! tracking sets): an older update never overwrites a newer one, equal dates keep the first
-//! write. A receipt is a fact: the earliest receipt of a line stands, whatever the order of
+//! A return's status is a compare-and-set on its version (`sales::version`: the OMS's
+//! `status.date`, then the status's place in the return's lifecycle, then the status as
+//! sent), and so are its lines' statuses (they take the return's date); an older update never
+//! overwrites a newer one and equal dates end at the furthest status in any arrival order.
+//! The tracking (which only a message that carries tracking sets) goes by the date alone:
+//! equal dates keep the first write. A receipt is a fact: the earliest receipt of a line stands, whatever the order of
 //! arrival. A message about a return this Commerce never requested is about one the OMS
 //! created (an agent, or goods that came back unannounced): the return is recorded with
 //! origin `oms` and never exported back.
@@ -16,7 +18,8 @@ use protocol::postsales::{ReturnAttributesUpdate, ReturnEvent, ReturnEventKind};
 use runtime::Outcome;
 
 use crate::lines;
-use crate::status::return_state;
+use crate::status::{return_rank, return_state};
+use sales::version::NO_STATUS;
 
 const BLIND_ID: &str = "SELECT 'blind:' || md5($1)";
 
@@ -35,8 +38,10 @@ const ADD_LINES: &str = "
 const STATUS: &str = "
     UPDATE postsales_returns
        SET oms_status = $2, oms_status_reason = $3, oms_status_date = $4, state = $5,
-           source_id = coalesce($6, source_id), updated_at = now()
-     WHERE id = $1 AND (oms_status_date IS NULL OR oms_status_date < $4)";
+           source_id = coalesce($6, source_id), oms_status_rank = $7, updated_at = now()
+     WHERE id = $1
+       AND omsc_status_supersedes($4, $7, $2, $3,
+                                  oms_status_date, oms_status_rank, oms_status, oms_status_reason)";
 
 const TRACKING: &str = "
     UPDATE postsales_returns
@@ -46,10 +51,13 @@ const TRACKING: &str = "
 
 const LINE_STATUS: &str = "
     UPDATE postsales_return_lines l
-       SET oms_status = u.status, oms_status_date = $2, oms_condition = u.condition
-      FROM unnest($3::text[], $4::text[], $5::text[]) AS u(line_id, status, condition)
+       SET oms_status = u.status, oms_status_date = $2, oms_condition = u.condition,
+           oms_status_rank = u.rank
+      FROM unnest($3::text[], $4::text[], $5::text[], $6::int2[])
+           AS u(line_id, status, condition, rank)
      WHERE l.return_id = $1 AND l.line_id = u.line_id
-       AND (l.oms_status_date IS NULL OR l.oms_status_date < $2)";
+       AND omsc_status_supersedes($2, u.rank, u.status, NULL,
+                                  l.oms_status_date, l.oms_status_rank, l.oms_status, NULL)";
 
 const RECEIVED: &str = "
     UPDATE postsales_returns SET received_at = $2, updated_at = now()
@@ -180,6 +188,7 @@ async fn updated(
                 &status.date,
                 &return_state(&status.code),
                 &event.source_id,
+                &return_rank(&status.code),
             ],
         )
         .await?
@@ -212,11 +221,22 @@ async fn updated(
         let ids: Vec<&str> = with_status.iter().map(|(id, _)| *id).collect();
         let statuses: Vec<Option<&str>> = with_status.iter().map(|(_, l)| l.status).collect();
         let conditions: Vec<Option<&str>> = with_status.iter().map(|(_, l)| l.condition).collect();
+        let ranks: Vec<i16> = statuses
+            .iter()
+            .map(|s| s.map(return_rank).unwrap_or(NO_STATUS))
+            .collect();
         let statement = tx.prepare_cached(LINE_STATUS).await?;
         changed |= tx
             .execute(
                 &statement,
-                &[&return_id, &status.date, &ids, &statuses, &conditions],
+                &[
+                    &return_id,
+                    &status.date,
+                    &ids,
+                    &statuses,
+                    &conditions,
+                    &ranks,
+                ],
             )
             .await?
             > 0;

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::lenient::{self, Scalar};
-use crate::money::Money;
+use crate::money::{self, Money};
 use crate::{Rejection, parse_params};
+use rust_decimal::Decimal;
 
 /// The sales and logistics methods of the connector.
 pub mod methods {
@@ -235,13 +236,24 @@ pub struct CancelParams {
 // ---------------------------------------------------------------------------------------
 // Inbound.
 
-/// A status with its reason and the date it changed: the version of a compare-and-set.
+/// A status with its reason and the date it changed. The date is optional in the
+/// specification and some senders leave it out; how updates with and without dates are
+/// ordered is the applying module's rule (docs/schema.md, "Status versions").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
     /// As sent (statuses drift between senders; see [`normalize_status`]).
     pub status: String,
     pub reason: Option<String>,
-    pub date: DateTime<Utc>,
+    pub date: Option<DateTime<Utc>>,
+}
+
+/// The amounts of a line payment (`lines[].payments[]`), when the sender gives them: what
+/// was captured for the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentAmounts {
+    pub gross: Decimal,
+    pub net: Decimal,
+    pub tax: Decimal,
 }
 
 /// `order_management.created` or `.updated`, as far as Commerce uses them.
@@ -262,6 +274,8 @@ pub struct LineUpdate {
     pub status: Option<StatusChange>,
     /// The payment status of the line (the OMS takes one payment per order, so one per line).
     pub payment: Option<StatusChange>,
+    /// The amounts of that payment, when the message carries all three.
+    pub payment_amounts: Option<PaymentAmounts>,
 }
 
 /// How a message names an order line.
@@ -338,11 +352,14 @@ struct WireInLine {
 struct WireInLinePayment {
     status: Option<Scalar>,
     status_date: Option<Scalar>,
+    gross_amount: Option<Scalar>,
+    net_amount: Option<Scalar>,
+    tax_amount: Option<Scalar>,
 }
 
-/// Parses `created` or `updated`. A status needs its date (the version that orders
-/// updates); a line or payment status without one takes the line's, then the order's.
-/// `require_status` (for `updated`): an order status without a date is refused.
+/// Parses `created` or `updated`. A line or payment status without a date takes the
+/// line's, then the order's; a status may have no date at all (the specification makes
+/// `status_date` optional, and real senders leave it out).
 pub fn parse_order_update(params: &RawValue) -> Result<OrderUpdate, Rejection> {
     let wire: WireUpdateParams = parse_params(params)?;
     let order = wire
@@ -362,19 +379,26 @@ pub fn parse_order_update(params: &RawValue) -> Result<OrderUpdate, Rejection> {
             .or(order_date);
         let status = status_change(line.status, line.status_reason, line_date, "").map_err(at)?;
         let mut payment = None;
+        let mut payment_amounts = None;
         for (j, p) in line.payments.unwrap_or_default().into_iter().enumerate() {
             let at = |r: Rejection| r.at(&format!("order.lines[{i}].payments[{j}]"));
             let date = lenient::optional_timestamp(p.status_date, "status_date")
                 .map_err(at)?
                 .or(line_date);
-            if let Some(change) = status_change(p.status, None, date, "").map_err(at)? {
-                payment.get_or_insert(change);
+            let amounts =
+                payment_amounts_of(p.gross_amount, p.net_amount, p.tax_amount).map_err(at)?;
+            if let Some(change) = status_change(p.status, None, date, "").map_err(at)?
+                && payment.is_none()
+            {
+                payment = Some(change);
+                payment_amounts = amounts;
             }
         }
         lines.push(LineUpdate {
             line: line_ref,
             status,
             payment,
+            payment_amounts,
         });
     }
     Ok(OrderUpdate {
@@ -395,16 +419,27 @@ fn status_change(
         return Ok(None);
     };
     let reason = lenient::optional_string(reason, &format!("{prefix}status_reason"))?;
-    let date = date.ok_or_else(|| {
-        Rejection::new(format!(
-            "status {status:?} has no \"status_date\"; without it an update cannot be ordered against others"
-        ))
-    })?;
     Ok(Some(StatusChange {
         status: status.trim().to_owned(),
         reason: reason.map(|r| r.trim().to_owned()),
         date,
     }))
+}
+
+/// The three amounts of a line payment, or none when the sender leaves any of them out
+/// (the exported amounts stand in for them then).
+fn payment_amounts_of(
+    gross: Option<Scalar>,
+    net: Option<Scalar>,
+    tax: Option<Scalar>,
+) -> Result<Option<PaymentAmounts>, Rejection> {
+    let gross = money::optional_amount(gross, "gross_amount")?;
+    let net = money::optional_amount(net, "net_amount")?;
+    let tax = money::optional_amount(tax, "tax_amount")?;
+    Ok(match (gross, net, tax) {
+        (Some(gross), Some(net), Some(tax)) => Some(PaymentAmounts { gross, net, tax }),
+        _ => None,
+    })
 }
 
 pub(crate) fn line_ref(id: Option<Scalar>, number: Option<Scalar>) -> Result<LineRef, Rejection> {
@@ -550,7 +585,10 @@ mod tests {
                 .replace("{{order.increment_id}}", "000000001")
                 .replace("{{order_item.id}}", "1")
                 .replace("{{order_item.line_number}}", "1")
-                .replace("{{order_item.status}}", "SHIPPED");
+                .replace("{{order_item.status}}", "SHIPPED")
+                .replace("{{order_item.gross_amount}}", "11.90")
+                .replace("{{order_item.net_amount}}", "10.00")
+                .replace("{{order_item.taxes_amount}}", "1.90");
         let text = regex_free_fill(&text);
         let update = parse_order_update(&RawValue::from_string(text).unwrap()).unwrap();
         assert_eq!(update.order_id, "000000001");
@@ -559,12 +597,23 @@ mod tests {
             (status.status.as_str(), status.reason.as_deref()),
             ("COMPLETE", Some("FULLYSHIPPED"))
         );
-        assert_eq!(status.date.to_rfc3339(), "2026-01-01T09:00:00+00:00");
+        assert_eq!(
+            status.date.unwrap().to_rfc3339(),
+            "2026-01-01T09:00:00+00:00"
+        );
         assert_eq!(update.lines.len(), 1);
         assert_eq!(update.lines[0].line, LineRef::Id("1".into()));
         assert_eq!(
             update.lines[0].payment.as_ref().unwrap().status,
             "CAPTURE_REQUESTED"
+        );
+        assert_eq!(
+            update.lines[0].payment_amounts,
+            Some(PaymentAmounts {
+                gross: Decimal::new(1190, 2),
+                net: Decimal::new(1000, 2),
+                tax: Decimal::new(190, 2),
+            })
         );
     }
 
@@ -583,12 +632,21 @@ mod tests {
     }
 
     #[test]
-    fn a_status_without_a_date_is_refused() {
-        let err = parse_order_update(&raw(
-            serde_json::json!({"order": {"id": "1", "status": "COMPLETE"}}),
-        ))
-        .unwrap_err();
-        assert!(err.reason().contains("has no \"status_date\""), "{err}");
+    fn a_status_without_a_date_is_read_without_one() {
+        let update = parse_order_update(&raw(serde_json::json!({"order": {
+            "id": "1", "status": "COMPLETE", "status_reason": "FULLYSHIPPED",
+            "lines": [{"id": "8", "status": "SHIPPED",
+                       "payments": [{"status": "CAPTURED", "gross_amount": 12}]}]}})))
+        .unwrap();
+        let status = update.status.unwrap();
+        assert_eq!((status.status.as_str(), status.date), ("COMPLETE", None));
+        let line = &update.lines[0];
+        assert_eq!(line.status.as_ref().unwrap().date, None);
+        assert_eq!(line.payment.as_ref().unwrap().date, None);
+        assert_eq!(
+            line.payment_amounts, None,
+            "a payment without all three amounts leaves the exported ones to stand"
+        );
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Handler for SalesHandler {
     fn produced_at(&self, message: &SalesMessage) -> Option<chrono::DateTime<chrono::Utc>> {
         match message {
             SalesMessage::Created(u) | SalesMessage::Updated(u) => {
-                u.status.as_ref().map(|s| s.date)
+                u.status.as_ref().and_then(|s| s.date)
             }
             _ => None,
         }

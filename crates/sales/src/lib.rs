@@ -7,6 +7,7 @@ pub mod export;
 mod handler;
 pub mod relay;
 pub mod status;
+pub mod version;
 
 use runtime::{QueueSpec, Runtime};
 

@@ -34,6 +34,44 @@ pub fn commerce_state(status: &str, reason: Option<&str>) -> &'static str {
     }
 }
 
+/// An order's or a line's status's place in the lifecycle: the second part of its version
+/// ([`crate::version`]), which decides between updates of equal dates or without dates.
+///
+/// `RECEIVED` (1) < holds (2) < `LOGISTICS` and anything unknown (3) < `LOGISTICSCOMPLETE`,
+/// `SHIPPED` (4) < `COMPLETE` (5) < cancelled, rejected or in error (6) < `CLOSED` (7).
+///
+/// A hold ranks before logistics whatever its reason: at the same date (or with no date)
+/// an order that has reached logistics has left any hold, and the remorse period
+/// (`ONHOLD/PENDINGREMORSETIME`) comes before logistics by definition. A hold after
+/// logistics needs a later date to win, which is what a sender that dates its updates gives.
+/// The final statuses outrank everything: nothing follows them but a closing.
+pub fn lifecycle_rank(status: &str) -> i16 {
+    match normalize_status(status).as_str() {
+        "NEW" | "RECEIVED" | "PENDING" | "IMPORTED" => 1,
+        "ONHOLD" | "HOLD" | "FRAUDREVIEW" => 2,
+        "LOGISTICSCOMPLETE" | "SHIPPED" | "DELIVERED" | "FULLYSHIPPED" => 4,
+        "COMPLETE" | "COMPLETED" => 5,
+        "CANCELLED" | "CANCELED" | "REJECTED" | "ERROR" => 6,
+        "CLOSED" | "REFUNDED" => 7,
+        // LOGISTICS, BACKORDER, SOURCING … and anything new: the order is being worked on.
+        _ => 3,
+    }
+}
+
+/// A line payment status's place in its lifecycle, for its version: authorized (or
+/// unknown, 1) < capture requested (2) < captured (3) < refund requested (4) < refunded (5)
+/// < failed, declined, voided or cancelled (6).
+pub fn payment_rank(status: &str) -> i16 {
+    match normalize_status(status).as_str() {
+        "CAPTUREREQUESTED" | "CAPTURE" => 2,
+        "CAPTURED" | "PAID" | "SETTLED" => 3,
+        "REFUNDREQUESTED" => 4,
+        "REFUNDED" | "PARTIALLYREFUNDED" => 5,
+        "FAILED" | "DECLINED" | "VOIDED" | "VOID" | "CANCELLED" | "CANCELED" => 6,
+        _ => 1,
+    }
+}
+
 /// Whether a line payment status means the OMS captured the payment, or asked Commerce to
 /// (the OMS requests payment actions; Commerce records them as an invoice).
 pub fn is_capture(payment_status: &str) -> bool {
@@ -73,6 +111,30 @@ mod tests {
         assert_eq!(commerce_state("ONHOLD", Some("PAYMENT")), states::HOLDED);
         assert_eq!(commerce_state("ERROR", None), states::HOLDED);
         assert_eq!(commerce_state("SOMETHING_NEW", None), states::PROCESSING);
+    }
+
+    #[test]
+    fn the_usual_paths_rank_in_the_order_they_happen() {
+        let order = [
+            "RECEIVED",
+            "ONHOLD",
+            "LOGISTICS",
+            "LOGISTICSCOMPLETE",
+            "COMPLETE",
+            "CANCELLED",
+            "CLOSED",
+        ];
+        let ranks: Vec<i16> = order.iter().map(|s| lifecycle_rank(s)).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+        assert_eq!(lifecycle_rank("ON_HOLD"), lifecycle_rank("ONHOLD"));
+        assert_eq!(lifecycle_rank("SOMETHING_NEW"), lifecycle_rank("LOGISTICS"));
+        let payments = ["AUTHORIZED", "CAPTURE_REQUESTED", "CAPTURED", "REFUNDED"];
+        let ranks: Vec<i16> = payments.iter().map(|s| payment_rank(s)).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+        assert!(
+            ranks.iter().all(|&r| r > crate::version::NO_STATUS),
+            "every status outranks none"
+        );
     }
 
     #[test]
