@@ -249,20 +249,14 @@ mod tests {
 
     #[test]
     fn a_list_of_exactly_the_limit_passes() {
-        let json = format!(
-            r#"{{"snapshot":{{"stock":[{}]}}}}"#,
-            vec!["{}"; 3].join(",")
-        );
+        let json = format!(r#"{{"snapshot":{{"stock":[{}]}}}}"#, ["{}"; 3].join(","));
         assert_eq!(check_text(&json, 3), Ok(()));
         assert_eq!(check_text(r#"{"snapshot":{"stock":[]}}"#, 0), Ok(()));
     }
 
     #[test]
     fn a_list_over_the_limit_is_refused_by_its_name() {
-        let json = format!(
-            r#"{{"snapshot":{{"stock":[{}]}}}}"#,
-            vec!["{}"; 4].join(",")
-        );
+        let json = format!(r#"{{"snapshot":{{"stock":[{}]}}}}"#, ["{}"; 4].join(","));
         let err = check_text(&json, 3).unwrap_err();
         assert_eq!(
             err.reason(),
