@@ -123,7 +123,7 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             shipment(serde_json::Value::Array(
                 (1..=101).map(|n| json!({"order_line_number": n})).collect(),
             )),
-            "carries 101 lines or SKUs, more than the 100",
+            "shipment.items has more than 100 rows; the limit is OMSC_MAX_MESSAGE_ROWS",
         ),
         (
             methods::LINE_CANCELLED,

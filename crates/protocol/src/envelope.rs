@@ -100,6 +100,10 @@ impl<'a> Envelope<'a> {
                 }
             },
         };
+        if let Some(params) = params {
+            // Before any parser builds rows from them: see `rows`.
+            crate::rows::check(params, limits)?;
+        }
         let id = wire.id.and_then(|raw| {
             let text = raw.get();
             match text.as_bytes().first() {
@@ -231,6 +235,22 @@ mod tests {
         };
         let err = Envelope::parse(br#"{"method":"m","params":{}}"#, &limits).unwrap_err();
         assert!(err.reason().contains("over the limit of 10 bytes"), "{err}");
+    }
+
+    #[test]
+    fn params_with_a_list_over_the_row_limit_are_refused_before_any_parser() {
+        let limits = Limits {
+            max_message_rows: 2,
+            ..Limits::default()
+        };
+        let body = br#"{"method":"m","params":{"order":{"lines":[{},{},{}]}}}"#;
+        let err = Envelope::parse(body, &limits).unwrap_err();
+        assert_eq!(
+            err.reason(),
+            "order.lines has more than 2 rows; the limit is OMSC_MAX_MESSAGE_ROWS"
+        );
+        let body = br#"{"method":"m","params":{"order":{"lines":[{},{}]}}}"#;
+        assert!(Envelope::parse(body, &limits).is_ok());
     }
 
     #[test]

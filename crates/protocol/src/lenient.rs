@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, Utc};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use crate::Rejection;
@@ -105,15 +105,39 @@ pub fn required_string(value: Option<Scalar>, field: &str) -> Result<String, Rej
     match value {
         None => Err(Rejection::new(format!("\"{field}\" is missing"))),
         Some(v) if v.is_absent() => Err(Rejection::new(format!("\"{field}\" is empty"))),
-        Some(Scalar::Str(s)) if s.contains('\0') => Err(Rejection::new(format!(
-            "\"{field}\" contains a NUL character, which no identifier may hold"
-        ))),
-        Some(Scalar::Str(s)) => Ok(s),
+        Some(Scalar::Str(s)) => storable_text(s, field),
         Some(Scalar::Int(i)) => Ok(i.to_string()),
         Some(Scalar::BigUint(u)) => Ok(u.to_string()),
         Some(other) => Err(Rejection::new(format!(
             "\"{field}\" must be a string, got {}",
             other.describe()
+        ))),
+    }
+}
+
+/// Text as PostgreSQL can store it: `text` cannot hold a NUL character, so a string with one
+/// is refused here, naming the field, instead of failing its batch in the database.
+pub fn storable_text(text: String, field: &str) -> Result<String, Rejection> {
+    if text.contains('\0') {
+        return Err(Rejection::new(format!(
+            "\"{field}\" contains a NUL character, which the database cannot store"
+        )));
+    }
+    Ok(text)
+}
+
+/// A free value (a custom attribute's): any scalar, kept in its textual form; absent and null
+/// are the empty string.
+pub fn value_text(value: Option<Scalar>, field: &str) -> Result<String, Rejection> {
+    match value {
+        None | Some(Scalar::Null) => Ok(String::new()),
+        Some(Scalar::Str(s)) => storable_text(s, field),
+        Some(Scalar::Int(n)) => Ok(n.to_string()),
+        Some(Scalar::BigUint(n)) => Ok(n.to_string()),
+        Some(Scalar::Float(f)) => Ok(f.to_string()),
+        Some(Scalar::Bool(b)) => Ok(b.to_string()),
+        Some(Scalar::Composite(kind)) => Err(Rejection::new(format!(
+            "\"{field}\" must be a string, got {kind}"
         ))),
     }
 }
@@ -143,6 +167,13 @@ pub fn required_count(value: Option<Scalar>, field: &str) -> Result<i64, Rejecti
         Scalar::Str(s) => parse_integer_text(s.trim()),
         _ => None,
     };
+    if n.is_none() && is_whole_beyond_bigint(&value) {
+        return Err(Rejection::new(format!(
+            "\"{field}\" is out of range: {} (quantities are stored as 64-bit integers, at most {})",
+            value.describe(),
+            i64::MAX
+        )));
+    }
     match n {
         Some(n) if n < 0 => Err(Rejection::new(format!(
             "\"{field}\" is negative ({n}); quantities are absolute and never below zero"
@@ -161,6 +192,27 @@ pub fn optional_count(value: Option<Scalar>, field: &str) -> Result<Option<i64>,
         None => Ok(None),
         Some(v) if v.is_absent() => Ok(None),
         Some(v) => required_count(Some(v), field).map(Some),
+    }
+}
+
+/// A whole number too large for a 64-bit integer (the `bigint` a quantity is stored in), as
+/// opposed to something that is not a whole number at all.
+fn is_whole_beyond_bigint(value: &Scalar) -> bool {
+    match value {
+        Scalar::BigUint(_) => true,
+        Scalar::Float(f) => f.is_finite() && f.fract() == 0.0,
+        Scalar::Str(s) => {
+            let digits = s.trim().trim_start_matches(['-', '+']);
+            let digits = digits.split_once('.').map_or(digits, |(whole, fraction)| {
+                if fraction.bytes().all(|b| b == b'0') {
+                    whole
+                } else {
+                    ""
+                }
+            });
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
     }
 }
 
@@ -200,19 +252,56 @@ pub fn flag(value: Option<Scalar>, field: &str, default: bool) -> Result<bool, R
     }
 }
 
+/// The first instant a timestamp may be: year 1. PostgreSQL goes back to 4713 BC, but RFC 3339
+/// (what the connector sends on) has no year 0 or before, and no sender means one.
+pub fn earliest_timestamp() -> DateTime<Utc> {
+    DateTime::<Utc>::from_naive_utc_and_offset(
+        NaiveDate::from_ymd_opt(1, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("year 1 is a date"),
+        Utc,
+    )
+}
+
+/// The last instant a timestamp may be: the end of year 9999, the last a four-digit RFC 3339
+/// year can write (PostgreSQL and chrono go further; the OMS and Commerce do not).
+pub fn latest_timestamp() -> DateTime<Utc> {
+    DateTime::<Utc>::from_naive_utc_and_offset(
+        NaiveDate::from_ymd_opt(9999, 12, 31)
+            .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+            .expect("9999-12-31 is a date"),
+        Utc,
+    )
+}
+
+/// A timestamp the database can store and the connector can write back: between
+/// [`earliest_timestamp`] and [`latest_timestamp`]. One outside is refused at once, naming the
+/// field, instead of failing its batch in the database.
+pub fn storable_timestamp(ts: DateTime<Utc>, field: &str) -> Result<DateTime<Utc>, Rejection> {
+    if ts < earliest_timestamp() || ts > latest_timestamp() {
+        return Err(Rejection::new(format!(
+            "\"{field}\" is out of range: {} (dates from year 1 to year 9999 are accepted)",
+            ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )));
+    }
+    Ok(ts)
+}
+
 /// A required timestamp. Accepts RFC 3339 (`2019-06-20T17:10:28+02:00`, `…Z`, fractions),
 /// the same with a space for the `T`, and zone-less forms (`2019-06-20 17:10:28`) which mean
 /// UTC. The result is truncated to microseconds, the precision PostgreSQL stores, so that
-/// two timestamps compare the same in memory and in the database.
+/// two timestamps compare the same in memory and in the database, and must lie between years
+/// 1 and 9999 ([`storable_timestamp`]).
 pub fn required_timestamp(value: Option<Scalar>, field: &str) -> Result<DateTime<Utc>, Rejection> {
     match value {
         None => Err(Rejection::new(format!("\"{field}\" is missing"))),
         Some(v) if v.is_absent() => Err(Rejection::new(format!("\"{field}\" is empty"))),
-        Some(Scalar::Str(s)) => parse_timestamp(&s).ok_or_else(|| {
-            Rejection::new(format!(
+        Some(Scalar::Str(s)) => match parse_timestamp(&s) {
+            Some(ts) => storable_timestamp(ts, field),
+            None => Err(Rejection::new(format!(
                 "\"{field}\" is not a date and time: {s:?} (expected e.g. 2019-06-20T17:10:28+02:00 or 2019-06-20 17:10:28)"
-            ))
-        }),
+            ))),
+        },
         Some(other) => Err(Rejection::new(format!(
             "\"{field}\" must be a date-time string, got {}",
             other.describe()
@@ -334,6 +423,89 @@ mod tests {
         let ts = parse_timestamp("2019-06-20T17:10:28.123456789Z").unwrap();
         assert_eq!(ts.timestamp_subsec_nanos(), 123_456_000);
         assert_eq!(format_timestamp(&ts), "2019-06-20T17:10:28.123456Z");
+    }
+
+    #[test]
+    fn timestamps_the_database_cannot_hold_are_refused_naming_the_field() {
+        for text in [
+            "-5000-01-01T00:00:00Z",
+            "-5000-01-01 00:00:00",
+            "0000-12-31 23:59:59",
+            "10000-01-01T00:00:00Z",
+            "+10000-01-01 00:00:00",
+            "262143-12-31 23:59:59",
+            // Year 9999 in its zone, year 10000 in UTC.
+            "9999-12-31T23:30:00-01:00",
+        ] {
+            let err = required_timestamp(s(text), "created_on").unwrap_err();
+            assert!(
+                err.reason().starts_with("\"created_on\" is")
+                    && (err.reason().contains("out of range")
+                        || err.reason().contains("not a date and time")),
+                "{text}: {err}"
+            );
+        }
+        for text in [
+            "+10000-01-01 00:00:00",
+            "0000-12-31 23:59:59",
+            "9999-12-31T23:30:00-01:00",
+        ] {
+            let err = required_timestamp(s(text), "created_on").unwrap_err();
+            assert!(err.reason().contains("is out of range"), "{text}: {err}");
+        }
+        let err = required_timestamp(s("-5000-01-01 00:00:00"), "created_on").unwrap_err();
+        assert_eq!(
+            err.reason(),
+            "\"created_on\" is out of range: -5000-01-01T00:00:00Z (dates from year 1 to year 9999 are accepted)"
+        );
+        assert!(optional_timestamp(s("10000-01-01 00:00:00"), "status_date").is_err());
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_accepted() {
+        let first = required_timestamp(s("0001-01-01T00:00:00Z"), "t").unwrap();
+        assert_eq!(first, earliest_timestamp());
+        let last = required_timestamp(s("9999-12-31T23:59:59.999999Z"), "t").unwrap();
+        assert_eq!(last, latest_timestamp());
+    }
+
+    #[test]
+    fn text_with_a_nul_is_refused_wherever_it_is_read() {
+        let nul = || s("a\u{0}b");
+        for err in [
+            required_string(nul(), "order_id").unwrap_err(),
+            optional_string(nul(), "status_reason").unwrap_err(),
+            value_text(nul(), "value").unwrap_err(),
+        ] {
+            assert!(
+                err.reason()
+                    .ends_with("contains a NUL character, which the database cannot store"),
+                "{err}"
+            );
+        }
+        assert_eq!(value_text(s("plain"), "value").unwrap(), "plain");
+        assert_eq!(value_text(None, "value").unwrap(), "");
+        assert_eq!(value_text(Some(Scalar::Int(3)), "value").unwrap(), "3");
+    }
+
+    #[test]
+    fn counts_beyond_a_bigint_are_out_of_range_not_words() {
+        for value in [
+            Scalar::BigUint(u64::MAX),
+            Scalar::Str("9223372036854775808".into()),
+            Scalar::Str("-99999999999999999999".into()),
+            Scalar::Float(1e300),
+        ] {
+            let err = required_count(Some(value.clone()), "quantity").unwrap_err();
+            assert!(
+                err.reason().starts_with("\"quantity\" is out of range"),
+                "{value:?}: {err}"
+            );
+        }
+        assert_eq!(
+            required_count(Some(Scalar::Int(i64::MAX)), "quantity").unwrap(),
+            i64::MAX
+        );
     }
 
     #[test]

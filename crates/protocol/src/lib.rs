@@ -17,6 +17,7 @@ pub mod postsales;
 #[cfg(test)]
 mod properties;
 mod rejection;
+pub mod rows;
 pub mod sales;
 pub mod service_bus;
 pub mod shipping;
@@ -29,14 +30,17 @@ pub use rejection::Rejection;
 ///
 /// They protect the workers from hostile or broken senders: a body over `max_body_bytes` is
 /// refused before it is parsed, a snapshot listing more than `max_snapshot_skus` SKUs is
-/// refused after, and so is any message with more than `max_message_rows` lines or SKUs.
+/// refused after, and so is any message with more than `max_message_rows` lines or SKUs: a
+/// list longer than that is refused while the envelope is read, before any of it is kept
+/// ([`rows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_snapshot_skus: usize,
     pub max_sku_chars: usize,
-    /// Lines (of an order, shipment, return or refund) or SKUs one message may carry, checked
-    /// by the runtime for every module once the message is read.
+    /// Lines (of an order, shipment, return or refund) or SKUs one message may carry: no list
+    /// of the params may be longer (checked as the envelope is read, see [`rows`]), and the
+    /// runtime checks each module's count of its rows once the message is parsed.
     pub max_message_rows: usize,
 }
 

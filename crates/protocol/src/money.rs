@@ -64,7 +64,7 @@ pub fn optional_amount(value: Option<Scalar>, field: &str) -> Result<Option<Deci
     let text = match value {
         None => return Ok(None),
         Some(v) if v.is_absent() => return Ok(None),
-        Some(Scalar::Int(i)) => return Ok(Some(Decimal::from(i))),
+        Some(Scalar::Int(i)) => return storable_amount(Decimal::from(i), field).map(Some),
         Some(Scalar::Float(f)) => f.to_string(),
         Some(Scalar::Str(s)) => s.trim().to_owned(),
         Some(other) => {
@@ -73,10 +73,22 @@ pub fn optional_amount(value: Option<Scalar>, field: &str) -> Result<Option<Deci
             )));
         }
     };
-    Decimal::from_str(&text)
+    let amount = Decimal::from_str(&text)
         .or_else(|_| Decimal::from_scientific(&text))
-        .map(Some)
-        .map_err(|_| Rejection::new(format!("\"{field}\" is not an amount: {text:?}")))
+        .map_err(|_| Rejection::new(format!("\"{field}\" is not an amount: {text:?}")))?;
+    storable_amount(amount, field).map(Some)
+}
+
+/// Amounts are stored as `numeric(20, 4)`: at most 16 digits before the decimal point. A larger
+/// one is refused here, naming the field, instead of failing its batch in the database.
+pub fn storable_amount(amount: Decimal, field: &str) -> Result<Decimal, Rejection> {
+    // numeric(20, 4) rounds to four places before it checks the precision.
+    if amount.round_dp(4).abs() >= Decimal::from(10_i64.pow(16)) {
+        return Err(Rejection::new(format!(
+            "\"{field}\" is out of range: {amount} (amounts are stored with at most 16 digits before the decimal point)"
+        )));
+    }
+    Ok(amount)
 }
 
 #[cfg(test)]
@@ -86,6 +98,26 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn amounts_the_database_cannot_hold_are_refused_naming_the_field() {
+        for value in [
+            Scalar::Str("10000000000000000".into()),
+            Scalar::Str("-1e17".into()),
+            Scalar::Float(1e20),
+            Scalar::Str("9999999999999999.99995".into()),
+        ] {
+            let err = optional_amount(Some(value.clone()), "cost_gross").unwrap_err();
+            assert!(
+                err.reason().starts_with("\"cost_gross\" is out of range"),
+                "{value:?}: {err}"
+            );
+        }
+        assert_eq!(
+            optional_amount(Some(Scalar::Str("9999999999999999.9999".into())), "a").unwrap(),
+            Some(d("9999999999999999.9999"))
+        );
     }
 
     #[test]

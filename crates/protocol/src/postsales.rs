@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::lenient::{self, Scalar};
-use crate::money::optional_amount;
+use crate::money::{optional_amount, storable_amount};
 use crate::sales::{LineRef, WireCustomAttribute, WireInAttribute, attributes};
 use crate::{Rejection, parse_params};
 
@@ -361,7 +361,10 @@ fn date_or_timestamp(
     if let Some(Scalar::Str(text)) = &value
         && let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
     {
-        return Ok(date.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
+        return date
+            .and_hms_opt(0, 0, 0)
+            .map(|t| lenient::storable_timestamp(t.and_utc(), field))
+            .transpose();
     }
     lenient::optional_timestamp(value, field)
 }
@@ -581,6 +584,12 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
                 tax = Some(tax.unwrap_or_default() + vat);
             }
         }
+        // Each payment fits its column; their sum must too.
+        let amount = storable_amount(amount, "cost_gross").map_err(at)?;
+        let tax = tax
+            .map(|tax| storable_amount(tax, "cost_vat"))
+            .transpose()
+            .map_err(at)?;
         lines.push(RefundLine {
             line: line_ref,
             reason: lenient::optional_string(line.reason, "reason").map_err(at)?,

@@ -509,19 +509,7 @@ pub(crate) fn attributes(
                     ))
                 })?,
         };
-        let value = match a.value {
-            None | Some(Scalar::Null) => String::new(),
-            Some(Scalar::Str(s)) => s,
-            Some(Scalar::Int(n)) => n.to_string(),
-            Some(Scalar::BigUint(n)) => n.to_string(),
-            Some(Scalar::Float(f)) => f.to_string(),
-            Some(Scalar::Bool(b)) => b.to_string(),
-            Some(Scalar::Composite(kind)) => {
-                return Err(at(Rejection::new(format!(
-                    "\"value\" must be a string, got {kind}"
-                ))));
-            }
-        };
+        let value = lenient::value_text(a.value, "value").map_err(at)?;
         match out.iter_mut().find(|(c, _)| *c == code) {
             Some(existing) => existing.1 = value,
             None => out.push((code, value)),

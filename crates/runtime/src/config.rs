@@ -108,8 +108,9 @@ pub struct ConsumeConfig {
     #[arg(long, env = "OMSC_PREFETCH", default_value_t = 1000)]
     pub prefetch: u16,
 
-    /// Bytes of message bodies the worker aims to hold at once; the prefetch shrinks when
-    /// messages are large (a 10,000-SKU snapshot is about half a megabyte).
+    /// Bytes of message bodies the process aims to hold at once, all its modules together
+    /// (`omsc run --all` shares one budget); the prefetch shrinks when messages are large (a
+    /// 10,000-SKU snapshot is about half a megabyte), down to one message per consumer.
     #[arg(long, env = "OMSC_INFLIGHT_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub inflight_bytes: usize,
 

@@ -178,7 +178,12 @@ impl<H: Handler> Session<H> {
 
         let consume = &config.consume;
         let limits = consume.limits();
-        let mut governor = PrefetchGovernor::new(consume.prefetch, consume.inflight_bytes);
+        // The budget is the process's: the other modules' consumers draw on it too.
+        let mut governor = PrefetchGovernor::new(
+            consume.prefetch,
+            self.shared.inflight.clone(),
+            limits.max_body_bytes,
+        );
         let mut consumers: VecDeque<BoxStream<'static, Event>> = VecDeque::new();
         let mut tag_seq = 0u32;
         let mut current_tag = self

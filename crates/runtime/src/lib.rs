@@ -24,7 +24,7 @@ pub mod incoming;
 pub mod metrics;
 pub mod outbox;
 pub mod outbox_rows;
-mod prefetch;
+pub mod prefetch;
 pub mod registration;
 pub mod stats;
 pub mod telemetry;
@@ -65,6 +65,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Per-endpoint statistics for the system report, flushed to the database.
     pub stats: Stats,
+    /// The bytes of message bodies the process's consumers may hold at once, all together.
+    pub inflight: Arc<prefetch::InflightBudget>,
 }
 
 type Starter = Box<dyn FnOnce(Shared, CancellationToken) -> BoxFuture<'static, ()> + Send>;
@@ -133,6 +135,7 @@ impl Runtime {
             .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
         let topology = Topology::new(&config.prefix, config.queue_type);
         let stats = Stats::new(stats::Identity::of_this_process(), metrics.clone());
+        let inflight = prefetch::InflightBudget::new(config.consume.inflight_bytes);
         Ok(Self {
             shared: Shared {
                 config: Arc::new(config),
@@ -142,6 +145,7 @@ impl Runtime {
                 topology,
                 registry,
                 stats,
+                inflight,
             },
             listener,
             starters: Vec::new(),
