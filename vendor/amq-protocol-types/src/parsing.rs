@@ -1,3 +1,12 @@
+// PATCHED for oms-connector (the only change to amq-protocol-types 10.6.3; see
+// README.oms-connector.md): `make_str` no longer fails on a short string that is not valid
+// UTF-8. Upstream, one such byte in a delivery's content header (content_type, message_id, a
+// header key, ...) fails the whole frame, lapin closes the connection, and the broker
+// redelivers the same message to the next connection forever, taking its neighbours with it.
+// Patched, invalid sequences decode as U+FFFD REPLACEMENT CHARACTER (cut to fit the 255
+// bytes of a short string, keeping a U+FFFD at the end), so the frame parses and the
+// application sees the marker and can refuse that one message.
+
 use crate::{flags::*, types::*, value::*};
 use nom::{
     self, Parser,
@@ -216,7 +225,27 @@ pub fn parse_decimal_value<I: ParsableInput>(i: I) -> ParserResult<I, DecimalVal
 }
 
 fn make_str<I: Input<Item = u8>>(i: I) -> Result<String, std::string::FromUtf8Error> {
-    String::from_utf8(i.iter_elements().collect())
+    // PATCHED: lossy instead of failing (see the top of this file).
+    Ok(String::from_utf8(i.iter_elements().collect())
+        .unwrap_or_else(|e| lossy_short_string(e.as_bytes())))
+}
+
+/// PATCHED: the bytes with each invalid UTF-8 sequence replaced by U+FFFD. A replacement takes
+/// three bytes where the invalid sequence may have taken one, so the result is cut to stay a
+/// short string that can be sent again (255 bytes); a cut ends with U+FFFD, so the marker is
+/// never cut away.
+fn lossy_short_string(bytes: &[u8]) -> String {
+    const MAX: usize = ShortShortUInt::MAX as usize;
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > MAX {
+        let mut end = MAX - char::REPLACEMENT_CHARACTER.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    text
 }
 
 /// Parse a [ShortString](../type.ShortString.html)
@@ -484,6 +513,27 @@ mod test {
             parse_short_string(&[4, 116, 101, 115, 116][..]),
             Ok((EMPTY, "test".into()))
         );
+    }
+
+    // PATCHED: an invalid short string decodes with U+FFFD instead of failing.
+    #[test]
+    fn test_parse_invalid_short_string() {
+        assert_eq!(
+            parse_short_string(&[5, b'x', b'-', 0xff, b'a', b'b'][..]),
+            Ok((EMPTY, "x-\u{fffd}ab".into()))
+        );
+        let mut long = vec![255];
+        long.extend(std::iter::repeat_n(0xff, 255));
+        let (rest, text) = parse_short_string(&long[..]).unwrap();
+        assert_eq!(rest, EMPTY);
+        assert!(text.as_str().len() <= 255);
+        assert!(text.as_str().chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        let mut tail = vec![255];
+        tail.extend(std::iter::repeat_n(b'a', 254));
+        tail.push(0xff);
+        let (_, text) = parse_short_string(&tail[..]).unwrap();
+        assert!(text.as_str().len() <= 255);
+        assert!(text.as_str().ends_with(char::REPLACEMENT_CHARACTER));
     }
 
     #[test]
