@@ -24,6 +24,7 @@ pub mod incoming;
 pub mod metrics;
 pub mod outbox;
 mod prefetch;
+pub mod properties;
 pub mod registration;
 pub mod stats;
 pub mod telemetry;
