@@ -27,6 +27,7 @@ mod prefetch;
 pub mod properties;
 pub mod registration;
 pub mod stats;
+mod storable;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
