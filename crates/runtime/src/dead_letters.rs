@@ -22,11 +22,11 @@ use crate::Shared;
 use crate::amqp::{self, Publisher};
 use crate::backoff::Backoff;
 use crate::db::classify_pool;
-use crate::storable;
 use crate::incoming::{
     ATTEMPT_HEADER, DEAD_AT_HEADER, ENDPOINT_HEADER, MODULE_HEADER, QUEUE_HEADER, REASON_HEADER,
     ROUTING_KEY_HEADER, header_string, header_u32,
 };
+use crate::storable;
 use crate::topology::{QueueSpec, Topology};
 
 /// Header on a replayed message: the dead letter it came from.

@@ -115,7 +115,9 @@ mod tests {
             BasicProperties::default().with_content_type("application/\u{fffd}json".into());
         assert_eq!(
             undecodable(&properties, "").as_deref(),
-            Some("AMQP property content_type is not valid UTF-8 (read as \"application/\u{fffd}json\")")
+            Some(
+                "AMQP property content_type is not valid UTF-8 (read as \"application/\u{fffd}json\")"
+            )
         );
 
         let properties = BasicProperties::default().with_app_id("\u{fffd}".into());
