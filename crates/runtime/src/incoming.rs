@@ -11,6 +11,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use protocol::{Envelope, Rejection};
 
 use crate::handler::Handler;
+use crate::properties::undecodable;
 
 /// Header: how many times the message has failed in a way that may pass.
 pub const ATTEMPT_HEADER: &str = "x-omsc-attempt";
@@ -33,6 +34,9 @@ pub const DEAD_AT_HEADER: &str = "x-omsc-dead-at";
 pub const UNPARSED_ENDPOINT: &str = "unparsed";
 /// Endpoint label of a method the module does not consume.
 pub const UNKNOWN_ENDPOINT: &str = "unknown";
+/// Endpoint label of a delivery whose AMQP properties, headers or routing key were not valid
+/// UTF-8 (see `properties.rs`): refused before its body is read.
+pub const UNDECODABLE_ENDPOINT: &str = "undecodable";
 
 pub struct Incoming<M> {
     pub delivery_tag: u64,
@@ -50,8 +54,8 @@ pub struct Incoming<M> {
 }
 
 impl<M> Incoming<M> {
-    /// Reads a delivery: envelope, method check, module parse. Never fails; a bad message
-    /// carries its rejection.
+    /// Reads a delivery: properties, envelope, method check, module parse. Never fails; a
+    /// bad message carries its rejection.
     pub fn read<H: Handler<Message = M>>(
         handler: &H,
         delivery: Delivery,
@@ -62,7 +66,11 @@ impl<M> Incoming<M> {
         let routing_key = header_string(&headers, ROUTING_KEY_HEADER)
             .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
         let attempt = header_u32(&headers, ATTEMPT_HEADER).unwrap_or(0);
-        let (endpoint, parsed) = parse_body(handler, &delivery.data, &routing_key, limits);
+        let (endpoint, parsed) =
+            match undecodable(&delivery.properties, delivery.routing_key.as_str()) {
+                Some(reason) => (UNDECODABLE_ENDPOINT, Err(Rejection::new(reason))),
+                None => parse_body(handler, &delivery.data, &routing_key, limits),
+            };
         Self {
             delivery_tag: delivery.delivery_tag,
             acker: delivery.acker,
