@@ -18,6 +18,7 @@ mod privileges;
 mod proxy;
 mod registration;
 mod report;
+mod report_server;
 mod sales;
 mod sales_bad_input;
 mod sales_export;
