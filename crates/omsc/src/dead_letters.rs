@@ -55,10 +55,12 @@ pub struct Select {
 
 impl Select {
     fn selection(&self, status: Option<String>, limit: i64) -> anyhow::Result<Selection> {
+        // An empty text matches everything: it narrows nothing.
+        let given = |o: &Option<String>| o.as_deref().is_some_and(|t| !t.is_empty());
         let narrowed = !self.ids.is_empty()
-            || self.queue.is_some()
-            || self.endpoint.is_some()
-            || self.reason.is_some();
+            || given(&self.queue)
+            || given(&self.endpoint)
+            || given(&self.reason);
         anyhow::ensure!(
             narrowed || self.all,
             "say which dead letters: ids, --queue, --endpoint, --reason, or --all"
@@ -105,12 +107,12 @@ pub async fn run(
                 for l in &letters {
                     table.add_row([
                         l.id.to_string(),
-                        l.queue.clone(),
-                        l.endpoint.clone().unwrap_or_default(),
+                        one_line(&l.queue),
+                        one_line(l.endpoint.as_deref().unwrap_or_default()),
                         l.dead_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         l.attempts.to_string(),
-                        l.status.clone(),
-                        truncate(&l.reason, 100),
+                        one_line(&l.status),
+                        truncate(&one_line(&l.reason), 100),
                     ]);
                 }
                 println!("{table}");
@@ -125,29 +127,35 @@ pub async fn run(
                 anyhow::bail!("no dead letter {id}");
             };
             println!("dead letter {}", letter.id);
-            println!("queue:       {}", letter.queue);
-            println!("module:      {}", letter.module.as_deref().unwrap_or("-"));
-            println!("endpoint:    {}", letter.endpoint.as_deref().unwrap_or("-"));
+            println!("queue:       {}", one_line(&letter.queue));
+            println!(
+                "module:      {}",
+                one_line(letter.module.as_deref().unwrap_or("-"))
+            );
+            println!(
+                "endpoint:    {}",
+                one_line(letter.endpoint.as_deref().unwrap_or("-"))
+            );
             println!(
                 "routing key: {}",
-                letter.routing_key.as_deref().unwrap_or("-")
+                one_line(letter.routing_key.as_deref().unwrap_or("-"))
             );
             println!(
                 "message id:  {}",
-                letter.message_id.as_deref().unwrap_or("-")
+                one_line(letter.message_id.as_deref().unwrap_or("-"))
             );
             println!("dead at:     {}", letter.dead_at.to_rfc3339());
             println!("attempts:    {}", letter.attempts);
-            println!("status:      {}", letter.status);
-            println!("reason:      {}", letter.reason);
+            println!("status:      {}", one_line(&letter.status));
+            println!("reason:      {}", one_line(&letter.reason));
             println!(
                 "headers:     {}",
-                serde_json::to_string_pretty(&letter.headers)?
+                lines(&serde_json::to_string_pretty(&letter.headers)?)
             );
             println!("body ({} bytes):", letter.body.len());
             match serde_json::from_slice::<serde_json::Value>(&letter.body) {
-                Ok(value) => println!("{}", serde_json::to_string_pretty(&value)?),
-                Err(_) => println!("{}", String::from_utf8_lossy(&letter.body)),
+                Ok(value) => println!("{}", lines(&serde_json::to_string_pretty(&value)?)),
+                Err(_) => println!("{}", lines(&String::from_utf8_lossy(&letter.body))),
             }
         }
         Command::Replay { select } => {
@@ -178,6 +186,35 @@ fn summary_json(l: &DeadLetter) -> serde_json::Value {
     })
 }
 
+/// Text from a message, safe to print on a terminal: control characters (escape sequences
+/// that could rewrite the screen or the title, carriage returns that hide a line) and the
+/// characters that reorder text are shown as `\u{1b}`, line breaks as `\n`.
+pub fn one_line(text: &str) -> String {
+    escape_controls(text, false)
+}
+
+/// As [`one_line`], keeping line breaks (a pretty-printed body).
+pub fn lines(text: &str) -> String {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let reorders = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push('\t'),
+            c if c.is_control() || reorders => {
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
@@ -197,5 +234,22 @@ fn ids(ids: &[i64]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        assert_eq!(
+            one_line("id\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}31m"),
+            "id\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}\\u{9b}31m"
+        );
+        assert_eq!(one_line("a\nb\tc"), "a\\nb\tc");
+        assert_eq!(lines("{\n  \"a\": 1\u{7f}\n}"), "{\n  \"a\": 1\\u{7f}\n}");
+        assert_eq!(one_line("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(one_line("plain ünïcode ✓"), "plain ünïcode ✓");
     }
 }
