@@ -25,5 +25,6 @@ mod sales_export;
 mod sales_support;
 mod scale;
 mod secrets;
+mod startup;
 mod stock;
 mod tls;

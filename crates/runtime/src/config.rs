@@ -67,6 +67,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
 
+    /// At start, keep retrying a database or broker that refused the configuration (a wrong
+    /// password, an unknown role, database or virtual host) instead of exiting with an error.
+    /// Outages (a server down or unreachable) are waited out either way.
+    #[arg(long, env = "OMSC_RETRY_FOREVER")]
+    pub retry_forever: bool,
+
     #[command(flatten)]
     pub consume: ConsumeConfig,
 
@@ -94,6 +100,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("declare_topology", &self.declare_topology)
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)
+            .field("retry_forever", &self.retry_forever)
             .field("consume", &self.consume)
             .field("registration", &self.registration)
             .field("log_format", &self.log_format)

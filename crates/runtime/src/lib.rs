@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod outbox;
 mod prefetch;
 pub mod registration;
+pub mod startup;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
@@ -47,7 +48,6 @@ pub use config::RuntimeConfig;
 pub use handler::{ApplyError, Handler, Outcome};
 pub use topology::{QueueSpec, Topology};
 
-use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::stats::Stats;
@@ -82,6 +82,8 @@ impl Runtime {
     /// Binds the HTTP port and builds the pool and metrics. Connects to nothing yet: a
     /// worker starts, and reports itself not ready, while the broker or database is down.
     pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
+        // A malformed URL is refused here, before anything waits on it.
+        amqp::check_url(&config.amqp_url)?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
         let pool = db::pool_with_timeout(
@@ -208,38 +210,58 @@ impl Runtime {
             let token = token.clone();
             let tracker = tracker.clone();
             async move {
-                if shared.config.migrate {
-                    migrate_when_available(&shared.config.database_url, &token).await;
-                }
-                if token.is_cancelled() {
-                    return;
+                if !startup::wait_until_reachable(&shared.config, &token).await? {
+                    return Ok(());
                 }
                 for (name, starter) in starters {
                     tracing::debug!(task = %name, "starting");
                     tracker.spawn(starter(shared.clone(), token.clone()));
                 }
+                anyhow::Ok(())
             }
         };
-        let starting = tokio::spawn(start);
-        shutdown.await;
-        tracing::info!("shutdown requested");
+        let mut starting = tokio::spawn(start);
+        tokio::pin!(shutdown);
+        // A configuration the database or the broker refused for good ends the process; a
+        // shutdown signal ends it at any time.
+        let refused = tokio::select! {
+            () = &mut shutdown => {
+                token.cancel();
+                (&mut starting).await.ok().and_then(Result::err)
+            }
+            started = &mut starting => match started {
+                Ok(Err(e)) => Some(e),
+                _ => {
+                    shutdown.await;
+                    None
+                }
+            },
+        };
+        // A refusal is said once, by whoever prints the error this returns.
+        if refused.is_none() {
+            tracing::info!("shutdown requested");
+        }
         token.cancel();
-        let _ = starting.await;
         tracker.close();
         let drain = self.shared.config.consume.drain_timeout() + Duration::from_secs(2);
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
-        // The consumers have acknowledged their last batches: flush their statistics.
-        let flush = self.shared.stats.flush(&self.shared.pool);
-        match tokio::time::timeout(Duration::from_secs(5), flush).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the last statistics could not be written"),
-            Err(_) => tracing::warn!("the last statistics could not be written in time"),
+        // The consumers have acknowledged their last batches: flush their statistics (none
+        // ran when the start was refused).
+        if refused.is_none() {
+            let flush = self.shared.stats.flush(&self.shared.pool);
+            match tokio::time::timeout(Duration::from_secs(5), flush).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the last statistics could not be written")
+                }
+                Err(_) => tracing::warn!("the last statistics could not be written in time"),
+            }
         }
         http_stop.cancel();
         let _ = http.await;
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 }
 
@@ -311,28 +333,6 @@ async fn watch_database(shared: Shared, shutdown: CancellationToken) {
                 shared
                     .health
                     .set(COMPONENT, false, format!("database unavailable: {e}"));
-            }
-        }
-    }
-}
-
-async fn migrate_when_available(database_url: &str, token: &CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match db::migrate(database_url).await {
-            Ok(applied) => {
-                for name in applied {
-                    tracing::info!(migration = %name, "applied migration");
-                }
-                return;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %format!("{e:#}"), ?delay, "cannot migrate the database yet; retrying");
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
             }
         }
     }
