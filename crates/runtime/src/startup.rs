@@ -108,11 +108,13 @@ where
         failed = true;
         let delay = match classify(&error) {
             Verdict::Permanent if !retry_forever => {
-                return Err(error.context(format!(
-                    "{what} refused the connector's configuration, which waiting will not \
-                     change; fix it and start again (--retry-forever, OMSC_RETRY_FOREVER: \
-                     keep trying instead)"
-                )));
+                // One line: the operator reads it once, at the end of the output.
+                anyhow::bail!(
+                    "{what} refused the connector's configuration ({}), which waiting will not \
+                     change; fix it and start again (--retry-forever, OMSC_RETRY_FOREVER: keep \
+                     trying instead)",
+                    one_line(&error)
+                );
             }
             Verdict::Permanent => {
                 let delay = permanent.next_delay();
@@ -129,6 +131,18 @@ where
             () = shutdown.cancelled() => return Ok(false),
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// The outermost context and the root cause, each once (a client error's text often
+/// repeats its cause's).
+fn one_line(error: &anyhow::Error) -> String {
+    let outer = error.to_string();
+    let root = error.root_cause().to_string();
+    if outer.contains(&root) {
+        outer
+    } else {
+        format!("{outer}: {root}")
     }
 }
 
