@@ -185,3 +185,141 @@ async fn discarded_dead_letters_leave_the_open_list_and_a_bare_command_touches_n
     worker.stop().await;
     env.teardown().await;
 }
+
+/// Stores a dead letter as the keeper would, with whatever a sender put in it.
+async fn store(env: &TestEnv, reason: &str, message_id: &str, headers: Value, body: &[u8]) -> i64 {
+    env.db
+        .query_one(
+            "INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id,
+                                       attempts, headers, body, dead_at, fingerprint)
+             VALUES ('connector.inventory', 'inventory', 'magento.inventory.x', $1, 'rk', $2, 1,
+                     $3, $4, now(), md5(random()::text))
+             RETURNING id",
+            &[&reason, &message_id, &headers, &body],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Bytes that make a terminal act rather than show: ESC sequences (clear the screen, set the
+/// window title, hide text), BEL, a carriage return that overwrites the line, the 8-bit CSI.
+const TERMINAL_TRICKS: [&str; 5] = [
+    "\u{1b}[2J",
+    "\u{1b}]0;owned\u{7}",
+    "\r",
+    "\u{9b}8m",
+    "\u{202e}",
+];
+
+#[tokio::test]
+async fn show_and_list_print_control_characters_escaped() {
+    let env = TestEnv::new().await;
+    let trick = TERMINAL_TRICKS.concat();
+    let id = store(
+        &env,
+        &format!("bad {trick} reason"),
+        &format!("msg-{trick}"),
+        serde_json::json!({ "x-custom": format!("h{trick}") }),
+        format!("not json {trick}\nsecond line").as_bytes(),
+    )
+    .await;
+    let json_body_id = store(
+        &env,
+        "bad",
+        "plain",
+        serde_json::json!({}),
+        serde_json::json!({ "sku": format!("s{trick}") })
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+
+    let mut printed = String::new();
+    for args in [
+        vec!["show".to_owned(), id.to_string()],
+        vec!["show".to_owned(), json_body_id.to_string()],
+        vec!["list".to_owned()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        printed.push_str(&omsc(&env, &args).await);
+    }
+    for trick in TERMINAL_TRICKS {
+        for c in trick.chars().filter(|c| c.is_control() || *c == '\u{202e}') {
+            assert!(
+                !printed.contains(c),
+                "{:?} is printed raw:\n{}",
+                c,
+                printed.escape_debug()
+            );
+        }
+    }
+    assert!(printed.contains("msg-\\u{1b}[2J"), "{printed}");
+    assert!(printed.contains("\\u{9b}8m"), "{printed}");
+    assert!(printed.contains("not json"), "{printed}");
+    assert!(
+        printed.contains("\nsecond line"),
+        "a body keeps its lines: {printed}"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_reason_is_matched_as_text_not_as_a_pattern() {
+    let env = TestEnv::new().await;
+    let negative = store(
+        &env,
+        "\"quantity\" is negative",
+        "m1",
+        serde_json::json!({}),
+        b"{}",
+    )
+    .await;
+    let percent = store(
+        &env,
+        "took 100% of the limit",
+        "m2",
+        serde_json::json!({}),
+        b"{}",
+    )
+    .await;
+    let backslash = store(
+        &env,
+        "path C:\\tmp is odd",
+        "m3",
+        serde_json::json!({}),
+        b"{}",
+    )
+    .await;
+
+    let ids = |out: String| -> Vec<i64> {
+        listed(&out)
+            .iter()
+            .map(|l| l["id"].as_i64().unwrap())
+            .collect()
+    };
+    for (reason, expected) in [
+        ("_", vec![]),
+        ("%", vec![percent]),
+        ("100%", vec![percent]),
+        ("0%_", vec![]),
+        ("\\", vec![backslash]),
+        ("NEGATIVE", vec![negative]),
+    ] {
+        let listed = ids(omsc(&env, &["list", "--json", "--reason", reason]).await);
+        assert_eq!(listed, expected, "--reason {reason:?}");
+    }
+    // Neither a wildcard nor an empty text discards everything.
+    let out = omsc(&env, &["discard", "--reason", "_"]).await;
+    assert_eq!(out.trim(), "discarded 0 dead letter(s)");
+    let refused = tokio::process::Command::new(binary("omsc"))
+        .args(["dead-letters", "discard", "--reason", ""])
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("say which dead letters"));
+    assert_eq!(env.dead_letters().await.len(), 3, "nothing was discarded");
+    env.teardown().await;
+}

@@ -666,8 +666,10 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
 
     env.db
         .batch_execute(
-            "CREATE TABLE test_registration (id text, url text, secret text);
-             INSERT INTO test_registration VALUES ('commerce-1', 'https://shop.example/oms', 'hush');",
+            "INSERT INTO connector_registration (state, connector_id, url, subscribes, labels,
+                                                 secret_sha256, message_id, sent_by)
+             VALUES ('registered', 'commerce-1', 'https://shop.example/oms', '{a.b}', '{}',
+                     'hush', 'm-1', 'omsc')",
         )
         .await
         .unwrap();

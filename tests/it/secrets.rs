@@ -1,7 +1,9 @@
 //! Secrets never appear in logs, metrics, health answers, errors or the report: a worker runs
 //! with passwords in both of its URLs and a registration secret, at the most verbose log
 //! level, through failures that make it log errors, and everything it and the command line
-//! say, and what it stored about its registration, is searched for them.
+//! say, and what it stored about its registration, is searched for them. The passwords carry
+//! the characters that end a part of a URL (`/`, `@`, `:`, `%`, a space), so a redaction that
+//! cuts the URL in the wrong place shows.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,7 +24,7 @@ impl BrokerUser {
         let tag = format!("{:08x}", rand::random::<u32>());
         let user = Self {
             name: format!("omsc_it_{tag}"),
-            password: format!("Mq-Pass-{tag}"),
+            password: awkward_password("Mq", &tag),
         };
         rabbitmqctl(&["add_user", &user.name, &user.password]);
         rabbitmqctl(&["set_permissions", "-p", "/", &user.name, ".*", ".*", ".*"]);
@@ -51,6 +53,25 @@ fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// `MqA1234abcd/MqB1234abcd@MqC…:MqD…%MqE… MqF…`: every piece long and unique enough to be
+/// searched for on its own.
+fn awkward_password(kind: &str, tag: &str) -> String {
+    format!("{kind}A{tag}/{kind}B{tag}@{kind}C{tag}:{kind}D{tag}%{kind}E{tag} {kind}F{tag}")
+}
+
+/// `text` with each of `reserved` percent-encoded.
+fn encode(text: &str, reserved: &[char]) -> String {
+    text.chars()
+        .map(|c| {
+            if reserved.contains(&c) {
+                format!("%{:02X}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -63,18 +84,23 @@ fn free_port() -> u16 {
 async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
     let env = TestEnv::new().await;
     let user = BrokerUser::create();
-    let pg_password = format!("Pg-Pass-{:08x}", rand::random::<u32>());
+    let pg_password = awkward_password("Pg", &format!("{:08x}", rand::random::<u32>()));
+    // As people write it: PostgreSQL reads a raw `/`, `:` or space in a password; `@` and `%`
+    // must be encoded.
+    let pg_in_url = encode(&pg_password, &['%', '@']);
     let registration_secret = format!("Reg-Secret-{:08x}", rand::random::<u32>());
     let db_proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mq_proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     // PostgreSQL trusts local connections, so any password is accepted and carried along.
     let database_url = env.database_url.replace(
         "postgres@127.0.0.1:5432",
-        &format!("postgres:{pg_password}@{}", db_proxy.addr),
+        &format!("postgres:{pg_in_url}@{}", db_proxy.addr),
     );
     let amqp_url = format!(
         "amqp://{}:{}@{}/%2f",
-        user.name, user.password, mq_proxy.addr
+        user.name,
+        encode(&user.password, &['%', '/', '@', ':', ' ']),
+        mq_proxy.addr
     );
     let http = format!("127.0.0.1:{}", free_port());
     let mut worker = tokio::process::Command::new(binary("omsc-inventory"))
@@ -143,7 +169,7 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
         .args(["migrate"])
         .env(
             "DATABASE_URL",
-            format!("postgres://postgres:{pg_password}@127.0.0.1:1/nowhere"),
+            format!("postgres://postgres:{pg_in_url}@127.0.0.1:1/nowhere"),
         )
         .output()
         .await
@@ -220,6 +246,13 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
                     "as a list of bytes"
                 }
             );
+            // Any piece of it, however the URL was cut.
+            for piece in secret.split(['/', '@', ':', '%', ' ']) {
+                assert!(
+                    !text.contains(piece),
+                    "output #{i} reveals {piece:?}, a piece of {what}:\n{text}"
+                );
+            }
         }
     }
     env.teardown().await;

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::Table;
 use runtime::dead_letters::{self, DeadLetter, Selection};
 
-use crate::terminal::{id_list, truncate};
+use crate::terminal::{id_list, lines, one_line, truncate};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -83,10 +83,12 @@ pub struct Select {
 
 impl Select {
     fn selection(&self, status: Option<String>, limit: i64) -> anyhow::Result<Selection> {
+        // An empty text matches everything: it narrows nothing.
+        let given = |o: &Option<String>| o.as_deref().is_some_and(|t| !t.is_empty());
         let narrowed = !self.ids.is_empty()
-            || self.queue.is_some()
-            || self.endpoint.is_some()
-            || self.reason.is_some();
+            || given(&self.queue)
+            || given(&self.endpoint)
+            || given(&self.reason);
         anyhow::ensure!(
             narrowed || self.all,
             "say which dead letters: ids, --queue, --endpoint, --reason, or --all"
@@ -133,12 +135,12 @@ pub async fn run(
                 for l in &letters {
                     table.add_row([
                         l.id.to_string(),
-                        l.queue.clone(),
-                        l.endpoint.clone().unwrap_or_default(),
+                        one_line(&l.queue),
+                        one_line(l.endpoint.as_deref().unwrap_or_default()),
                         l.dead_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         l.attempts.to_string(),
-                        l.status.clone(),
-                        truncate(&l.reason, 100),
+                        one_line(&l.status),
+                        truncate(&one_line(&l.reason), 100),
                     ]);
                 }
                 println!("{table}");
@@ -153,29 +155,35 @@ pub async fn run(
                 anyhow::bail!("no dead letter {id}");
             };
             println!("dead letter {}", letter.id);
-            println!("queue:       {}", letter.queue);
-            println!("module:      {}", letter.module.as_deref().unwrap_or("-"));
-            println!("endpoint:    {}", letter.endpoint.as_deref().unwrap_or("-"));
+            println!("queue:       {}", one_line(&letter.queue));
+            println!(
+                "module:      {}",
+                one_line(letter.module.as_deref().unwrap_or("-"))
+            );
+            println!(
+                "endpoint:    {}",
+                one_line(letter.endpoint.as_deref().unwrap_or("-"))
+            );
             println!(
                 "routing key: {}",
-                letter.routing_key.as_deref().unwrap_or("-")
+                one_line(letter.routing_key.as_deref().unwrap_or("-"))
             );
             println!(
                 "message id:  {}",
-                letter.message_id.as_deref().unwrap_or("-")
+                one_line(letter.message_id.as_deref().unwrap_or("-"))
             );
             println!("dead at:     {}", letter.dead_at.to_rfc3339());
             println!("attempts:    {}", letter.attempts);
-            println!("status:      {}", letter.status);
-            println!("reason:      {}", letter.reason);
+            println!("status:      {}", one_line(&letter.status));
+            println!("reason:      {}", one_line(&letter.reason));
             println!(
                 "headers:     {}",
-                serde_json::to_string_pretty(&letter.headers)?
+                lines(&serde_json::to_string_pretty(&letter.headers)?)
             );
             println!("body ({} bytes):", letter.body.len());
             match serde_json::from_slice::<serde_json::Value>(&letter.body) {
-                Ok(value) => println!("{}", serde_json::to_string_pretty(&value)?),
-                Err(_) => println!("{}", String::from_utf8_lossy(&letter.body)),
+                Ok(value) => println!("{}", lines(&serde_json::to_string_pretty(&value)?)),
+                Err(_) => println!("{}", lines(&String::from_utf8_lossy(&letter.body))),
             }
         }
         Command::Replay { select } => {

@@ -9,7 +9,7 @@ use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::outbox_rows::{self, OutboxRow, Retried, RowSelection, RowState};
 
-use crate::terminal::{id_list, printable, truncate};
+use crate::terminal::{id_list, one_line, truncate};
 
 /// Rows per statement of a bulk action: big selections advance a progress bar.
 const CHUNK: usize = 500;
@@ -238,11 +238,11 @@ fn print_table(rows: &[OutboxRow]) {
             r.id.to_string(),
             r.module.clone(),
             r.topic.clone(),
-            printable(&r.subject),
+            one_line(&r.subject),
             time(r.created_at),
             r.state().as_str().to_owned(),
             r.attempts.to_string(),
-            printable(&truncate(r.last_error.as_deref().unwrap_or(""), 80)),
+            one_line(&truncate(r.last_error.as_deref().unwrap_or(""), 80)),
         ]);
     }
     println!("{table}");
@@ -255,7 +255,7 @@ fn print_row(r: &OutboxRow) {
     println!("state:           {}", r.state().as_str());
     println!("module:          {}", r.module);
     println!("topic:           {}", r.topic);
-    println!("subject:         {}", printable(&r.subject));
+    println!("subject:         {}", one_line(&r.subject));
     println!("version:         {}", r.version);
     println!("created at:      {}", r.created_at.to_rfc3339());
     println!("attempts:        {}", r.attempts);
@@ -263,11 +263,11 @@ fn print_row(r: &OutboxRow) {
     println!("claimed until:   {}", when(r.claimed_until));
     println!(
         "last error:      {}",
-        printable(r.last_error.as_deref().unwrap_or("-"))
+        one_line(r.last_error.as_deref().unwrap_or("-"))
     );
     println!(
         "message id:      {}",
-        printable(r.message_id.as_deref().unwrap_or("-"))
+        one_line(r.message_id.as_deref().unwrap_or("-"))
     );
     println!("sent at:         {}", when(r.sent_at));
     println!("failed at:       {}", when(r.failed_at));

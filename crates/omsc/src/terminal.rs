@@ -1,15 +1,31 @@
-//! Text from the database on an operator's terminal. Ids, subjects, reasons and bodies came
-//! from outside: a control character in them (an escape sequence that moves the cursor,
-//! rewrites the title or hides what follows) is shown escaped, never interpreted.
+//! Text from the database on an operator's terminal. Ids, subjects, reasons, headers and
+//! bodies came from outside: control characters (escape sequences that could rewrite the
+//! screen or the title, carriage returns that hide a line) and the characters that reorder
+//! text are shown as `\u{1b}`, never obeyed; line breaks as `\n` on one line.
 
-/// `text` with every control character escaped (`\u{1b}`, `\n`), for one line of output.
-pub fn printable(text: &str) -> String {
+/// `text` safe to print on one line.
+pub fn one_line(text: &str) -> String {
+    escape_controls(text, false)
+}
+
+/// As [`one_line`], keeping line breaks (a pretty-printed body).
+pub fn lines(text: &str) -> String {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+        let reorders = matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push('\t'),
+            c if c.is_control() || reorders => out.extend(c.escape_unicode()),
+            c => out.push(c),
         }
     }
     out
@@ -39,13 +55,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_are_shown_not_obeyed() {
+    fn escape_sequences_are_shown_not_obeyed() {
         assert_eq!(
-            printable("a\u{1b}]0;pwned\u{7}b"),
-            "a\\u{1b}]0;pwned\\u{7}b"
+            one_line("id\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}31m"),
+            "id\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}\\u{9b}31m"
         );
-        assert_eq!(printable("line\nnext\r"), "line\\nnext\\r");
-        assert_eq!(printable("ordinary ünïcode €"), "ordinary ünïcode €");
+        assert_eq!(one_line("a\nb\tc"), "a\\nb\tc");
+        assert_eq!(lines("{\n  \"a\": 1\u{7f}\n}"), "{\n  \"a\": 1\\u{7f}\n}");
+        assert_eq!(one_line("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(one_line("plain ünïcode ✓"), "plain ünïcode ✓");
     }
 
     #[test]

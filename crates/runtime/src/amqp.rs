@@ -23,7 +23,12 @@ pub async fn within<T>(
     operation: impl std::future::Future<Output = lapin::Result<T>>,
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
-        Ok(result) => result.map_err(|e| anyhow::anyhow!("{what}: {e}")),
+        Ok(result) => result.map_err(|source| {
+            anyhow::Error::new(OperationFailed {
+                what: what.to_owned(),
+                source,
+            })
+        }),
         Err(_) => Err(anyhow::anyhow!(
             "{what}: no answer from the broker within {}s",
             OPERATION_TIMEOUT.as_secs()
@@ -57,6 +62,14 @@ pub fn short_string(field: &str, value: &str) -> Result<ShortString, TooLong> {
     })
 }
 
+/// A broker operation that failed, keeping the client's error for whoever classifies it.
+#[derive(Debug, Error)]
+#[error("{what}: {source}")]
+pub struct OperationFailed {
+    what: String,
+    source: lapin::Error,
+}
+
 #[derive(Debug, Error)]
 pub enum PublishError {
     /// A name or property does not fit the wire; publishing it again will not help.
@@ -83,6 +96,7 @@ pub enum PublishError {
 /// `amqps://` URL may carry RabbitMQ's `cacertfile=<PEM file>` option to trust a private CA
 /// besides the system's (see [`crate::tls`]).
 pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connection> {
+    check_url(url)?;
     let (url, ca_file) = split_tls_options(url)?;
     let tls = lapin::tcp::OwnedTLSConfig {
         identity: None,
@@ -98,6 +112,48 @@ pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connect
         Connection::connect_with_config(&with_default_heartbeat(&url), props, tls, runtime),
     )
     .await
+}
+
+/// Refuses a broker URL the client would misread rather than reject: `amqp:/guest:guest@h`
+/// (one slash) is a URL without a host whose path would become the virtual host, `http://`
+/// is not a broker, a password with an unencoded `/` or `@` moves the host. The error shows
+/// the URL with its password hidden.
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    let refuse = |why: &str| {
+        anyhow::anyhow!(
+            "AMQP_URL {} is malformed: {why}",
+            crate::config::redact_url(url)
+        )
+    };
+    const SHAPE: &str = "write amqp://user:password@host:port/vhost (or amqps://), with / @ : % ? # \
+                         in the user name or password percent-encoded (/ as %2F, @ as %40)";
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    if !scheme.eq_ignore_ascii_case("amqp") && !scheme.eq_ignore_ascii_case("amqps") {
+        return Err(refuse(&format!(
+            "the scheme must be amqp:// or amqps://, not {}; {SHAPE}",
+            if scheme.is_empty() || scheme.len() > 16 {
+                "missing"
+            } else {
+                scheme
+            }
+        )));
+    }
+    if !url[scheme.len()..].starts_with("://") {
+        return Err(refuse(&format!(
+            "{scheme}: must be followed by //; {SHAPE}"
+        )));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| refuse(&format!("{e}; {SHAPE}")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(refuse(&format!("it names no host; {SHAPE}")));
+    }
+    // The parser ends the host at the first `/`: an `@` after it was meant to end a password.
+    if parsed.path().contains('@') {
+        return Err(refuse(&format!(
+            "an @ after the host (a password with an unencoded / or @?); {SHAPE}"
+        )));
+    }
+    Ok(())
 }
 
 /// Takes RabbitMQ's TLS URI options off the URL: `cacertfile` is honoured; client
@@ -223,6 +279,34 @@ mod tests {
                 .starts_with("message id is 256 bytes long, over the AMQP limit of 255 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_malformed_broker_url_is_refused_without_its_password() {
+        for (url, why) in [
+            (
+                "amqp:/guest:Secret1@127.0.0.1:5672",
+                "must be followed by //",
+            ),
+            ("http://guest:Secret1@127.0.0.1:15672/", "not http"),
+            ("guest:Secret1@127.0.0.1", "not guest"),
+            ("amqp://guest:Se/cret1@127.0.0.1:5672/%2f", "invalid port"),
+            ("amqp://guest:1234/Secret1@mq/%2f", "an @ after the host"),
+            ("amqp:///%2f", "host"),
+        ] {
+            let error = format!("{:#}", check_url(url).unwrap_err());
+            assert!(error.contains(why), "{url}: {error}");
+            assert!(!error.contains("Secret1"), "{url}: {error}");
+            assert!(error.contains("amqp://user:password@host"), "{error}");
+        }
+        for url in [
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "amqps://app:Se%2Fc%40r%3At%25%20@mq.example/prod?heartbeat=5",
+            "AMQP://mq",
+            "amqp://guest:p@ss@127.0.0.1/%2f",
+        ] {
+            check_url(url).unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        }
     }
 
     #[test]

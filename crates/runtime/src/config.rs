@@ -67,6 +67,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
 
+    /// At start, keep retrying a database or broker that refused the configuration (a wrong
+    /// password, an unknown role, database or virtual host) instead of exiting with an error.
+    /// Outages (a server down or unreachable) are waited out either way.
+    #[arg(long, env = "OMSC_RETRY_FOREVER")]
+    pub retry_forever: bool,
+
     #[command(flatten)]
     pub consume: ConsumeConfig,
 
@@ -94,6 +100,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("declare_topology", &self.declare_topology)
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)
+            .field("retry_forever", &self.retry_forever)
             .field("consume", &self.consume)
             .field("registration", &self.registration)
             .field("log_format", &self.log_format)
@@ -251,36 +258,77 @@ pub enum LogFormat {
 
 /// Hides the password of a connection URL (or of a PostgreSQL `key=value` connection string),
 /// for logs and errors.
+///
+/// The user information of a URL ends at the last `@` before the query, not at the first
+/// `/`: a password with an unencoded `/`, `@` or `:` is hidden whole (PostgreSQL's own parser
+/// reads the credentials up to an `@` wherever it is). When in doubt, more is hidden, never
+/// less: an `@` in the path hides the host too.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, rest)) = url.split_once(':').filter(|(s, _)| is_scheme(s)) else {
         return redact_key_value(url);
     };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{}", redact_query(tail))
-            } else {
-                format!("{scheme}://{user}@{host}{}", redact_query(tail))
-            }
+    let after_slashes = rest.trim_start_matches('/');
+    let slashes = &rest[..rest.len() - after_slashes.len()];
+    // `amqp:/user:pw@h` or `user:pw@h`: not a URL, so the user part is no user name either.
+    let well_formed = slashes == "//";
+    let rest = after_slashes;
+    let Some(first_at) = rest.find('@') else {
+        return format!("{scheme}:{slashes}{}", redact_query(rest));
+    };
+    let query_start = rest[first_at..]
+        .find(['?', '#'])
+        .map_or(rest.len(), |i| first_at + i);
+    let last_at = rest[..query_start].rfind('@').unwrap_or(first_at);
+    let (userinfo, after) = (&rest[..last_at], &rest[last_at + 1..]);
+    let after = redact_query(after);
+    match userinfo.split_once(':') {
+        Some((user, _)) if well_formed && is_plain_user(user) => {
+            format!("{scheme}://{user}:***@{after}")
         }
-        None => format!("{scheme}://{authority}{}", redact_query(tail)),
+        None if well_formed && is_plain_user(userinfo) => format!("{scheme}://{userinfo}@{after}"),
+        _ => format!("{scheme}:{slashes}***@{after}"),
     }
 }
 
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+/// A URL scheme (`postgres`, `amqps`): a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// A user name as a URL carries it; anything else before the `@` may be part of a
+/// password or a query, and is hidden.
+fn is_plain_user(text: &str) -> bool {
+    !text.contains(['/', '?', '#', '&', '='])
+}
+
+/// Hides the value of every `password=` parameter after a `?` or an `&`, wherever they
+/// stand (a malformed URL may have them where no query is expected). A value ends at the
+/// next `&` or `#`.
+fn redact_query(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(KEY) {
+        let key_at = from + found;
+        let value_at = key_at + KEY.len();
+        from = value_at;
+        if !matches!(text[..key_at].chars().last(), Some('?' | '&')) {
+            continue;
+        }
+        let value_end = text[value_at..]
+            .find(['&', '#'])
+            .map_or(text.len(), |i| value_at + i);
+        out.push_str(&text[copied..value_at]);
+        out.push_str("***");
+        copied = value_end;
+        from = value_end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// `host=db password='a b' user=x` → `host=db password=*** user=x`: the value of every
@@ -369,6 +417,98 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://db/omsc"), "postgres://db/omsc");
         assert_eq!(redact_url("not a url"), "not a url");
+        // Not quite URLs: whatever stands before the `@` may be a password.
+        assert_eq!(
+            redact_url("amqp:/guest:Secret1@127.0.0.1:5672"),
+            "amqp:/***@127.0.0.1:5672"
+        );
+        assert_eq!(redact_url("guest:Secret1@127.0.0.1"), "guest:***@127.0.0.1");
+    }
+
+    /// Passwords with the characters that end a part of a URL, written as people write
+    /// them: raw, or percent-encoded as they should be.
+    const AWKWARD_PASSWORDS: [&str; 6] = [
+        "sEc/rEt",
+        "sEc@rEt",
+        "sEc:rE/t1@x9Z",
+        "sEc%2FrEt%40x9Z",
+        "sEc rEt/ x9Z",
+        "aQ1/bQ2?cQ3@dQ4",
+    ];
+
+    #[test]
+    fn a_password_with_reserved_characters_is_hidden_whole() {
+        for password in AWKWARD_PASSWORDS {
+            for url in [
+                format!("postgres://app:{password}@db.example:5432/omsc?sslmode=require"),
+                format!("amqps://app:{password}@mq.example/%2f"),
+                format!("postgresql://app:{password}@db.example"),
+            ] {
+                let shown = redact_url(&url);
+                for part in password.split(['/', '@', ':', '%', ' ', '?']) {
+                    if part.len() > 2 {
+                        assert!(!shown.contains(part), "{url} shows as {shown}");
+                    }
+                }
+                assert!(shown.contains("app:***@"), "{url} shows as {shown}");
+                assert!(shown.contains(".example"), "the host stays: {shown}");
+            }
+        }
+        assert_eq!(
+            redact_url("postgres://app:pa/ss@db/omsc"),
+            "postgres://app:***@db/omsc"
+        );
+        assert_eq!(
+            redact_url("amqp://guest:p@ss@127.0.0.1:5672/%2f?heartbeat=5"),
+            "amqp://guest:***@127.0.0.1:5672/%2f?heartbeat=5"
+        );
+    }
+
+    #[test]
+    fn a_query_password_is_hidden_even_where_no_query_is_expected() {
+        assert_eq!(
+            redact_url("postgres://db/omsc?user=me@srv&password=hunter2"),
+            "postgres://***@srv&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/omsc?Password=a?b&sslmode=require#x"),
+            "postgres://db/omsc?Password=***&sslmode=require#x"
+        );
+        assert_eq!(
+            redact_url("postgres://db/omsc?application_name=mypassword=x"),
+            "postgres://db/omsc?application_name=mypassword=x"
+        );
+    }
+
+    #[test]
+    fn a_key_value_password_with_reserved_characters_is_hidden_whole() {
+        for password in AWKWARD_PASSWORDS {
+            let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+            for conninfo in [
+                format!("host=db password='{quoted}' user=app"),
+                format!("host=db user=app password = '{quoted}'"),
+            ] {
+                let shown = redact_url(&conninfo);
+                assert!(
+                    shown.contains("password") && shown.contains("***"),
+                    "{shown}"
+                );
+                for part in password.split(['/', '@', ':', '%', ' ', '?']) {
+                    if part.len() > 2 {
+                        assert!(!shown.contains(part), "{conninfo} shows as {shown}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            redact_url("host=db password=a/b@c:d%e user=app"),
+            "host=db password=*** user=app"
+        );
+        // A `://` inside a value does not make a key-value string a URL.
+        assert_eq!(
+            redact_url("host=db password=x://y@z user=app"),
+            "host=db password=*** user=app"
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn pg_config(database_url: &str, application_name: &str) -> anyhow::Result<P
             redact_url(database_url)
         )
     };
+    check_url(database_url)?;
     let tls = tls::pg_tls(database_url).with_context(invalid)?;
     let mut config: tokio_postgres::Config = tls.url.parse().with_context(invalid)?;
     config.application_name(application_name);
@@ -97,6 +98,42 @@ pub fn pg_config(database_url: &str, application_name: &str) -> anyhow::Result<P
         config,
         tls: connector,
     })
+}
+
+/// Refuses a database URL that would be misread rather than rejected: `postgres:/x@h`
+/// (one slash) or another scheme, and a password with an unencoded `@` (PostgreSQL's parser
+/// ends the password at the first `@`, and takes the rest of the password as the host). A
+/// `key=value` connection string is left to the parser.
+pub fn check_url(database_url: &str) -> anyhow::Result<()> {
+    let refuse = |why: &str| {
+        anyhow::anyhow!(
+            "DATABASE_URL {} is malformed: {why}; write postgres://user:password@host:port/database \
+             (or key=value pairs), with / @ : % ? # in the user name or password percent-encoded \
+             (@ as %40)",
+            redact_url(database_url)
+        )
+    };
+    let Some((scheme, rest)) = database_url.split_once(':') else {
+        return Ok(());
+    };
+    let looks_like_url = !scheme.contains(['=', ' ', '\'']);
+    if !looks_like_url {
+        return Ok(());
+    }
+    if !scheme.eq_ignore_ascii_case("postgres") && !scheme.eq_ignore_ascii_case("postgresql") {
+        return Err(refuse(&format!(
+            "the scheme must be postgres:// or postgresql://, not {}",
+            if scheme.len() > 16 { "this" } else { scheme }
+        )));
+    }
+    let Some(rest) = rest.strip_prefix("//") else {
+        return Err(refuse(&format!("{scheme}: must be followed by //")));
+    };
+    let query_start = rest.find(['?', '#']).unwrap_or(rest.len());
+    if rest[..query_start].matches('@').count() > 1 {
+        return Err(refuse("more than one @ before the query"));
+    }
+    Ok(())
 }
 
 pub fn pool(database_url: &str, application_name: &str, size: usize) -> anyhow::Result<Pool> {
@@ -252,5 +289,32 @@ async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
         }
         Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating database {name}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_database_url_is_refused_without_its_password() {
+        for (url, why) in [
+            ("postgres:/app:Secret1@db/omsc", "must be followed by //"),
+            ("mysql://app:Secret1@db/omsc", "not mysql"),
+            ("postgres://app:p@Secret1@db/omsc", "more than one @"),
+        ] {
+            let error = format!("{:#}", check_url(url).unwrap_err());
+            assert!(error.contains(why), "{url}: {error}");
+            assert!(!error.contains("Secret1"), "{url}: {error}");
+        }
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/omsc",
+            "postgresql://app:Se/c:r%40t%25%20@db/omsc?sslmode=require&application_name=a@b",
+            "host=db user=app password='a:b@c/d'",
+            "host=db password=x://y@z@w",
+        ] {
+            check_url(url).unwrap_or_else(|e| panic!("{url}: {e:#}"));
+            pg_config(url, "test").unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        }
     }
 }

@@ -76,7 +76,8 @@ pub struct Selection {
     pub ids: Vec<i64>,
     pub queue: Option<String>,
     pub endpoint: Option<String>,
-    /// A case-insensitive substring of the reason.
+    /// A case-insensitive substring of the reason, taken literally (`_` and `%` are not
+    /// wildcards).
     pub reason: Option<String>,
     /// `open`, `replayed`, `discarded`, or `None` for all.
     pub status: Option<String>,
@@ -98,7 +99,7 @@ const SELECT: &str = "
      WHERE (cardinality($1::int8[]) = 0 OR id = ANY ($1))
        AND ($2::text IS NULL OR queue = $2)
        AND ($3::text IS NULL OR endpoint = $3)
-       AND ($4::text IS NULL OR reason ILIKE '%' || $4 || '%')
+       AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0)
        AND ($5::text IS NULL OR status = $5)
      ORDER BY id
      LIMIT $6";

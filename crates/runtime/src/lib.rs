@@ -27,6 +27,7 @@ pub mod outbox_rows;
 pub mod prefetch;
 pub mod properties;
 pub mod registration;
+pub mod startup;
 pub mod stats;
 mod storable;
 pub mod telemetry;
@@ -51,7 +52,6 @@ pub use config::RuntimeConfig;
 pub use handler::{ApplyError, Handler, Outcome};
 pub use topology::{QueueSpec, Topology};
 
-use crate::backoff::Backoff;
 use crate::health::{Beat, Health};
 use crate::metrics::Metrics;
 use crate::stats::Stats;
@@ -122,6 +122,8 @@ impl Runtime {
     /// Binds the HTTP port and builds the pool and metrics. Connects to nothing yet: a
     /// worker starts, and reports itself not ready, while the broker or database is down.
     pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
+        // A malformed URL is refused here, before anything waits on it.
+        amqp::check_url(&config.amqp_url)?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
         let pool = db::pool_with_timeout(
@@ -261,11 +263,8 @@ impl Runtime {
             let token = token.clone();
             let tracker = tracker.clone();
             async move {
-                if shared.config.migrate {
-                    migrate_when_available(&shared.config.database_url, &token).await;
-                }
-                if token.is_cancelled() {
-                    return;
+                if !startup::wait_until_reachable(&shared.config, &token).await? {
+                    return Ok(());
                 }
                 for start in starters {
                     tracing::debug!(task = %start.name, "starting");
@@ -280,28 +279,51 @@ impl Runtime {
                         }
                     };
                 }
+                anyhow::Ok(())
             }
         };
-        let starting = tokio::spawn(start);
-        shutdown.await;
-        tracing::info!("shutdown requested");
+        let mut starting = tokio::spawn(start);
+        tokio::pin!(shutdown);
+        // A configuration the database or the broker refused for good ends the process; a
+        // shutdown signal ends it at any time.
+        let refused = tokio::select! {
+            () = &mut shutdown => {
+                token.cancel();
+                (&mut starting).await.ok().and_then(Result::err)
+            }
+            started = &mut starting => match started {
+                Ok(Err(e)) => Some(e),
+                _ => {
+                    shutdown.await;
+                    None
+                }
+            },
+        };
+        // A refusal is said once, by whoever prints the error this returns.
+        if refused.is_none() {
+            tracing::info!("shutdown requested");
+        }
         token.cancel();
-        let _ = starting.await;
         tracker.close();
         let drain = self.shared.config.consume.drain_timeout() + Duration::from_secs(2);
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
-        // The consumers have acknowledged their last batches: flush their statistics.
-        let flush = self.shared.stats.flush(&self.shared.pool);
-        match tokio::time::timeout(Duration::from_secs(5), flush).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the last statistics could not be written"),
-            Err(_) => tracing::warn!("the last statistics could not be written in time"),
+        // The consumers have acknowledged their last batches: flush their statistics (none
+        // ran when the start was refused).
+        if refused.is_none() {
+            let flush = self.shared.stats.flush(&self.shared.pool);
+            match tokio::time::timeout(Duration::from_secs(5), flush).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the last statistics could not be written")
+                }
+                Err(_) => tracing::warn!("the last statistics could not be written in time"),
+            }
         }
         http_stop.cancel();
         let _ = http.await;
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 }
 
@@ -406,28 +428,6 @@ async fn watch_database(shared: Shared, shutdown: CancellationToken) {
                 shared
                     .health
                     .set(COMPONENT, false, format!("database unavailable: {e}"));
-            }
-        }
-    }
-}
-
-async fn migrate_when_available(database_url: &str, token: &CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match db::migrate(database_url).await {
-            Ok(applied) => {
-                for name in applied {
-                    tracing::info!(migration = %name, "applied migration");
-                }
-                return;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %format!("{e:#}"), ?delay, "cannot migrate the database yet; retrying");
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
             }
         }
     }

@@ -40,6 +40,10 @@ pub struct ReportArgs {
     /// browser).
     #[arg(long, env = "OMSC_REPORT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve on an address other machines reach (`--listen 0.0.0.0:9465`) without a token:
+    /// refused unless this is set (behind a proxy that authenticates, say).
+    #[arg(long, env = "OMSC_REPORT_ALLOW_WITHOUT_TOKEN")]
+    pub allow_without_token: bool,
 }
 
 /// What the table and the JSON show.
@@ -135,13 +139,15 @@ impl History {
 /// Runs `omsc report`.
 pub async fn run(database_url: &str, args: ReportArgs) -> anyhow::Result<()> {
     if args.serve {
+        let token = args.token.filter(|t| !t.is_empty());
+        check_exposure(args.listen, token.as_deref(), args.allow_without_token)?;
         let pool = runtime::db::pool(database_url, "omsc-report", 4)?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let shown = listener.local_addr()?;
         println!("serving the system report on http://{shown}/ (Ctrl-C stops)");
-        let app = serve::router(pool, args.token, args.since);
+        let app = serve::router(pool, token, args.since);
         return axum::serve(listener, app)
             .with_graceful_shutdown(runtime::shutdown_signal())
             .await
@@ -154,6 +160,42 @@ pub async fn run(database_url: &str, args: ReportArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", text::table(&report));
     }
+    Ok(())
+}
+
+/// Refuses to serve beyond this machine without a token (unless told to, then warns), and
+/// refuses a token that cannot travel in a cookie as it is.
+pub fn check_exposure(
+    listen: SocketAddr,
+    token: Option<&str>,
+    allow_without_token: bool,
+) -> anyhow::Result<()> {
+    if let Some(token) = token {
+        // RFC 6265 cookie-octets: printable ASCII without space, `"`, `,`, `;` and `\`.
+        let bad = token
+            .bytes()
+            .find(|b| !(0x21..=0x7e).contains(b) || matches!(b, b'"' | b',' | b';' | b'\\'));
+        if let Some(b) = bad {
+            anyhow::bail!(
+                "the report token may not contain {:?}: use letters, digits and -._~+/= (openssl rand -hex 32)",
+                char::from(b)
+            );
+        }
+        return Ok(());
+    }
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        allow_without_token,
+        "refusing to serve the report on {listen} without a token: anyone who reaches it would read it; \
+         set --token (OMSC_REPORT_TOKEN), listen on 127.0.0.1, or pass --allow-without-token"
+    );
+    tracing::warn!(
+        %listen,
+        "serving the report without a token on an address other machines may reach (--allow-without-token)"
+    );
+    eprintln!("warning: the report on {listen} has no token: anyone who reaches it can read it");
     Ok(())
 }
 
@@ -237,6 +279,22 @@ mod tests {
         assert_eq!(format_span(TimeDelta::hours(24)), "1d");
         assert_eq!(format_span(TimeDelta::weeks(1)), "7d");
         assert_eq!(format_span(TimeDelta::minutes(90)), "90m");
+    }
+
+    #[test]
+    fn the_report_is_served_beyond_this_machine_only_with_a_token() {
+        let open: SocketAddr = "0.0.0.0:9465".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9465".parse().unwrap();
+        let error = check_exposure(open, None, false).unwrap_err().to_string();
+        assert!(error.contains("without a token"), "{error}");
+        assert!(check_exposure("[::]:9465".parse().unwrap(), None, false).is_err());
+        assert!(check_exposure(open, None, true).is_ok());
+        assert!(check_exposure(local, None, false).is_ok());
+        assert!(check_exposure(open, Some("0123abcdef"), false).is_ok());
+        let error = check_exposure(local, Some("a; Domain=evil"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("';'"), "{error}");
     }
 
     #[test]

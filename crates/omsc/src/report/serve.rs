@@ -3,10 +3,15 @@
 //! `Authorization: Bearer <token>` (scripts), or once as `?token=<token>` (a browser), which
 //! is answered with a redirect to the same page without it and an HttpOnly cookie, so the
 //! token stays out of the page, its links, the address bar and the history.
+//!
+//! A `?token=` decides by itself when present (a browser whose cookie is older than the
+//! token gets in with the new one), and the cookie set is always the configured token, never
+//! the text the request carried. Every answer forbids sniffing, framing, scripts and loads
+//! from elsewhere.
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{TimeDelta, Utc};
@@ -33,11 +38,30 @@ pub fn router(pool: Pool, token: Option<String>, default_since: TimeDelta) -> Ro
     Router::new()
         .route("/", get(html))
         .route("/report.json", get(json))
+        .layer(axum::middleware::map_response(with_safety_headers))
         .with_state(AppState {
             pool,
             token: token.filter(|t| !t.is_empty()),
             default_since,
         })
+}
+
+/// The page is one document with an inline style sheet and inline SVG: no script, no
+/// frame, nothing loaded from elsewhere, no form. The policy allows exactly that.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn with_safety_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn html(
@@ -49,8 +73,13 @@ async fn html(
         Ok(since) => since,
         Err(refusal) => return refusal.into_response(),
     };
-    if let Some(token) = &params.token {
-        return keep_token_in_a_cookie(token, params.since.as_deref());
+    if params.token.is_some() {
+        if let Some(token) = &state.token {
+            // Authorised, so the `?token=` was the configured token: that is what the cookie
+            // carries, never the request's own text.
+            return keep_token_in_a_cookie(token, params.since.as_deref());
+        }
+        return without_the_token(params.since.as_deref());
     }
     let built = async {
         let client = state.pool.get().await?;
@@ -123,39 +152,45 @@ impl IntoResponse for Refusal {
 /// The name of the cookie that carries the token for a browser.
 const COOKIE: &str = "omsc_report_token";
 
-/// Answers a `?token=` request with the same page without it, the token in a cookie.
-fn keep_token_in_a_cookie(token: &str, since: Option<&str>) -> Response {
+/// Answers a `?token=` request with the same page without it, the configured token in a
+/// cookie (replacing whatever cookie the browser had).
+fn keep_token_in_a_cookie(configured: &str, since: Option<&str>) -> Response {
+    let mut response = without_the_token(since);
+    // A token that is not a header value cannot become one; the page then asks again.
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{COOKIE}={configured}; HttpOnly; SameSite=Strict; Path=/"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A redirect to the same page without `?token=`.
+fn without_the_token(since: Option<&str>) -> Response {
     let location = match since {
         Some(span) if span.bytes().all(|b| b.is_ascii_alphanumeric()) => format!("./?since={span}"),
         _ => "./".to_owned(),
     };
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, location),
-            (header::SET_COOKIE, cookie),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
     )
         .into_response()
 }
 
-/// Checks the token (when one is set) and reads the span asked for.
+/// Checks the token (when one is set) and reads the span asked for. A `?token=` decides
+/// alone when present; otherwise a bearer token or the cookie must match.
 fn authorise(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<TimeDelta, Refusal> {
     if let Some(expected) = &state.token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let cookie = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='));
-        let given = bearer.or(cookie).or(params.token.as_deref()).unwrap_or("");
-        if !same(given.as_bytes(), expected.as_bytes()) {
+        let matches = |given: &str| same(given.as_bytes(), expected.as_bytes());
+        let authorised = match params.token.as_deref() {
+            Some(given) => matches(given),
+            None => bearer(headers).is_some_and(matches) || cookies(headers).any(matches),
+        };
+        if !authorised {
             return Err(Refusal::Unauthorised);
         }
     }
@@ -163,6 +198,26 @@ fn authorise(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<T
         None => Ok(state.default_since),
         Some(text) => parse_span(text).map_err(Refusal::BadSpan),
     }
+}
+
+/// The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive
+/// (RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
+/// Every value of the report's cookie the request carries.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
 /// Compares in time independent of where the first difference is.

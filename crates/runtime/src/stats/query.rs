@@ -186,14 +186,18 @@ const WORKERS: &str = "
      WHERE last_seen_at >= $1
      ORDER BY module, last_seen_at DESC";
 
-/// Tables or views in the current schema whose name speaks of registration.
-const FIND_REGISTRATION: &str = "
-    SELECT c.relname::text
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'v', 'm')
-       AND c.relname LIKE '%registration%'
-     ORDER BY c.relname
-     LIMIT 5";
+/// The connector's own registration table, by name, and only the columns meant to be shown:
+/// no digest of the secret. A table of the shop's that merely has "registration" in its name
+/// (customer sign-ups, say) is never read.
+const REGISTRATION_TABLE: &str = "connector_registration";
+
+const REGISTRATION: &str = "
+    SELECT jsonb_build_object(
+               'state', state, 'connector_id', connector_id, 'url', url,
+               'subscribes', subscribes, 'labels', labels, 'message_id', message_id,
+               'sent_by', sent_by, 'attempted_at', attempted_at, 'confirmed_at', confirmed_at,
+               'last_error', last_error)
+      FROM connector_registration";
 
 /// Per endpoint over `window`, sorted by module, direction, endpoint.
 pub async fn summaries(
@@ -413,31 +417,34 @@ pub async fn workers(
         .collect())
 }
 
-/// The rows of the first registration table that has any (a module that registers the
-/// connector with the OMS keeps one); `None` when there is no such table or it is empty.
+/// The connector's registration with the OMS; `None` when it never registered (or the
+/// database predates the table).
 pub async fn registration(
     client: &tokio_postgres::Client,
 ) -> Result<Option<Registration>, tokio_postgres::Error> {
-    for found in client.query(FIND_REGISTRATION, &[]).await? {
-        let table: String = found.get(0);
-        // The name comes from the catalog, not from a user; quoted as an identifier all the
-        // same.
-        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-        let rows = client
-            .query(&format!("SELECT to_jsonb(r) FROM {quoted} r LIMIT 20"), &[])
-            .await?;
-        let rows: Vec<_> = rows
-            .iter()
-            .filter_map(|r| match r.get::<_, serde_json::Value>(0) {
-                serde_json::Value::Object(map) => Some(map),
-                _ => None,
-            })
-            .collect();
-        if !rows.is_empty() {
-            return Ok(Some(Registration { table, rows }));
-        }
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass($1::text) IS NOT NULL",
+            &[&REGISTRATION_TABLE],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
     }
-    Ok(None)
+    let rows: Vec<_> = client
+        .query(REGISTRATION, &[])
+        .await?
+        .iter()
+        .filter_map(|r| match r.get::<_, serde_json::Value>(0) {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .collect();
+    Ok((!rows.is_empty()).then(|| Registration {
+        table: REGISTRATION_TABLE.to_owned(),
+        rows,
+    }))
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
