@@ -110,9 +110,19 @@ const SETTLE: &str = "
 
 const COUNT_OPEN: &str = "SELECT count(*) FROM dead_letters WHERE queue = $1 AND status = 'open'";
 
-/// Dead letters the keeper stores before it acknowledges them and counts the open ones: the
-/// prefetch, so a backlog goes in batches of this size.
+/// Dead letters the keeper stores before it acknowledges them, at most: its largest prefetch.
+/// The prefetch is what the process's in-flight byte budget holds of bodies as large as the
+/// size limit (one, with the defaults), so a backlog of large dead bodies is not held fifty
+/// at a time beside the consumers' own.
 const KEEPER_BATCH: u16 = 50;
+
+/// The open dead letters are counted (a scan of the queue's rows) when the keeper has nothing
+/// more to store, or after this long while a backlog goes through: not once per letter, which
+/// made a backlog of 20,000 spend most of its time counting.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long without a new dead letter counts as having nothing more to store.
+const IDLE: Duration = Duration::from_millis(50);
 
 /// Runs the keeper of `spec`'s dead-letter queue until `shutdown`.
 pub async fn keep(shared: Shared, spec: QueueSpec, shutdown: CancellationToken) {
@@ -153,9 +163,13 @@ async fn keeper_session(
         )
         .await?;
     }
+    let largest = shared.config.consume.limits().max_body_bytes.max(1);
+    let prefetch =
+        (shared.config.consume.inflight_bytes / largest).clamp(1, usize::from(KEEPER_BATCH));
+    let prefetch = u16::try_from(prefetch).unwrap_or(KEEPER_BATCH);
     amqp::within(
         "setting the prefetch",
-        channel.basic_qos(KEEPER_BATCH, BasicQosOptions { global: false }),
+        channel.basic_qos(prefetch, BasicQosOptions { global: false }),
     )
     .await?;
     let consume = channel.basic_consume(
@@ -167,13 +181,22 @@ async fn keeper_session(
     let mut consumer = amqp::within("subscribing to the dead-letter queue", consume).await?;
     tracing::debug!(queue = %dead, "keeping dead letters");
     refresh_gauge(shared, spec).await;
+    let mut counted = tokio::time::Instant::now();
+    let mut uncounted = false;
     loop {
         let first = tokio::select! {
+            biased;
             () = shutdown.cancelled() => {
                 let _ = amqp::within("closing", connection.close(200, "keeper stops".into())).await;
                 return Ok(());
             }
             next = consumer.next() => next,
+            // Nothing more came for a moment: the backlog is through, count what is open.
+            () = tokio::time::sleep(IDLE), if uncounted => {
+                refresh_gauge(shared, spec).await;
+                (counted, uncounted) = (tokio::time::Instant::now(), false);
+                continue;
+            }
         };
         // What else has already arrived joins the batch; the keeper never waits for more.
         let mut batch = Vec::new();
@@ -183,7 +206,7 @@ async fn keeper_session(
                 Some(delivery) => batch.push(delivery?),
                 None => break true,
             }
-            if batch.len() >= usize::from(KEEPER_BATCH) {
+            if batch.len() >= usize::from(prefetch) {
                 break false;
             }
             match consumer.next().now_or_never() {
@@ -200,9 +223,11 @@ async fn keeper_session(
                 last.acker.ack(BasicAckOptions { multiple: true }),
             )
             .await?;
-            // Counting scans the open dead letters of the queue: once per batch, not once per
-            // dead letter (a backlog of 20,000 spent most of its time counting).
-            refresh_gauge(shared, spec).await;
+            uncounted = true;
+            if counted.elapsed() >= COUNT_EVERY {
+                refresh_gauge(shared, spec).await;
+                (counted, uncounted) = (tokio::time::Instant::now(), false);
+            }
         }
         if ended {
             anyhow::bail!("the dead-letter consumer was cancelled");
