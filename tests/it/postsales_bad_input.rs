@@ -90,7 +90,9 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "over the limit of 200000 bytes",
         ),
         (
-            "magento.postsales.return_management.duplicated",
+            // The queue is bound to the methods the module handles only, so another method
+            // arrives only on a handled route (a sender that mislabels its routing key).
+            methods::REFUND_UPDATED,
             envelope(
                 "magento.postsales.return_management.duplicated",
                 json!({"return": {"order_id": ORDER}}),
