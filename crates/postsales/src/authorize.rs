@@ -61,7 +61,7 @@ pub fn build(rows: &ReturnRows) -> AuthorizeParams {
             return_tracking_url: rows.tracking_url.clone(),
             return_tracking_label_url: rows.tracking_label_url.clone(),
             return_tracking_carrier: rows.tracking_carrier.clone(),
-            origin_date: protocol::lenient::format_timestamp(&rows.requested_at),
+            origin_date: protocol::outbound::format_datetime(&rows.requested_at),
             custom_attributes: attributes(&rows.attributes),
             lines: rows
                 .lines
