@@ -204,7 +204,7 @@ mod tests {
         let r = &params["return"];
         assert_eq!(r["rma"], "R-101-1");
         assert_eq!(r["sales_channel_id"], "default");
-        assert_eq!(r["origin_date"], "2026-03-10T09:30:00Z");
+        assert_eq!(r["origin_date"], "2026-03-10T09:30:00+00:00");
         assert_eq!(r["return_tracking_number"], "RET-1");
         assert!(r.get("source_id").is_none(), "absent, not null");
         assert_eq!(r["lines"][0]["line_number"], 2);
