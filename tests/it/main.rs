@@ -4,6 +4,7 @@
 mod bad_input;
 mod catalog;
 mod catalog_export;
+mod conformance_fields;
 mod dead_letters;
 mod definitions;
 mod faults;
