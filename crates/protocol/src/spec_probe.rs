@@ -74,7 +74,7 @@ impl<'de> Deserializer<'de> for Probe<'_> {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         // A free-form map (an address kept as sent): no names to check.
         visitor.visit_map(StructFields {
-            names: Vec::new().into_iter(),
+            names: [].iter(),
             path: self.path,
             out: self.out,
         })
@@ -90,7 +90,7 @@ impl<'de> Deserializer<'de> for Probe<'_> {
             .borrow_mut()
             .insert(self.path.clone(), fields.to_vec());
         visitor.visit_map(StructFields {
-            names: fields.to_vec().into_iter(),
+            names: fields.iter(),
             path: self.path,
             out: self.out,
         })
@@ -104,7 +104,7 @@ impl<'de> Deserializer<'de> for Probe<'_> {
 
 /// The fields of a struct, one after the other, each with a probe at its path.
 struct StructFields<'a> {
-    names: std::vec::IntoIter<&'static str>,
+    names: std::slice::Iter<'static, &'static str>,
     path: String,
     out: &'a RefCell<Fields>,
 }
@@ -125,7 +125,7 @@ impl<'de> MapAccess<'de> for StructFields<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let name = self.names.next().expect("a value follows its key");
+        let name = *self.names.next().expect("a value follows its key");
         let path = if self.path.is_empty() {
             name.to_owned()
         } else {
