@@ -79,9 +79,13 @@ scale-out: services ## Run replicas of each worker under load with a rolling res
 	$(BIN_DIR)/omsc bench --scale-out --out docs/scale-out.md
 
 .PHONY: check
-check: ## Formatting and lints (warnings are errors)
+check: spec-check ## Formatting, lints (warnings are errors) and the spec table
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: spec-check
+spec-check: ## Re-derive the spec's field table from the XML (MOM_SPEC, default ../shared/protocol/mom-spec); skipped without it
+	@scripts/spec-check.sh
 
 .PHONY: report-screenshot
 report-screenshot: services ## Run the connector under simulated load and take docs/report.png

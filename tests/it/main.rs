@@ -5,6 +5,7 @@ mod bad_input;
 mod catalog;
 mod catalog_export;
 mod conformance;
+mod conformance_fields;
 mod conformance_returns;
 mod conformance_support;
 mod conformance_versions;

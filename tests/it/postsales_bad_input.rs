@@ -90,7 +90,9 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "over the limit of 200000 bytes",
         ),
         (
-            "magento.postsales.return_management.duplicated",
+            // The queue is bound to the methods the module handles only, so another method
+            // arrives only on a handled route (a sender that mislabels its routing key).
+            methods::REFUND_UPDATED,
             envelope(
                 "magento.postsales.return_management.duplicated",
                 json!({"return": {"order_id": ORDER}}),
@@ -138,9 +140,14 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "credit note CN-1 is a refund of order BAD-1, not of order BAD-2",
         ),
         (
+            // Line 1 is the mug, item 1; item 2 is the plates: the refund contradicts itself.
             methods::REFUND_UPDATED,
-            with(ok(), "/refund/credit_note_number", json!("")),
-            "\"credit_note_number\" is missing",
+            {
+                let mut params = ok();
+                params["refund"]["lines"][0]["order_item_id"] = json!("2");
+                refund_body(params)
+            },
+            "order_line \"1\" names line \"1\" (number 1, MUG) of order BAD-1, which is not of order_item_id \"2\"",
         ),
         (
             methods::REFUND_UPDATED,

@@ -22,10 +22,11 @@ use runtime::{QueueSpec, Runtime};
 pub use command::{CatalogCommand, CommandHandler};
 pub use relay::CatalogRelay;
 
-/// The module's queue (contract): operator commands.
+/// The module's queue (contract): operator commands, bound to exactly the commands the module
+/// handles.
 pub const QUEUE: QueueSpec = QueueSpec {
     name: "connector.catalog",
-    oms_bindings: &["connector.catalog.#"],
+    oms_bindings: protocol::catalog::methods::COMMANDS,
 };
 
 /// The module's name: its metrics label and its outbox rows' `module`.

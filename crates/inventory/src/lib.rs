@@ -13,10 +13,10 @@ use runtime::{QueueSpec, Runtime};
 
 pub use handler::{InventoryHandler, InventoryMessage};
 
-/// The module's queue (contract).
+/// The module's queue (contract), bound to exactly the methods the module consumes.
 pub const QUEUE: QueueSpec = QueueSpec {
     name: "connector.inventory",
-    oms_bindings: &["magento.inventory.#"],
+    oms_bindings: protocol::inventory::methods::ALL,
 };
 
 #[derive(Debug, Clone, Args)]

@@ -61,7 +61,7 @@ pub fn build(rows: &ReturnRows) -> AuthorizeParams {
             return_tracking_url: rows.tracking_url.clone(),
             return_tracking_label_url: rows.tracking_label_url.clone(),
             return_tracking_carrier: rows.tracking_carrier.clone(),
-            origin_date: protocol::lenient::format_timestamp(&rows.requested_at),
+            origin_date: protocol::outbound::format_datetime(&rows.requested_at),
             custom_attributes: attributes(&rows.attributes),
             lines: rows
                 .lines
@@ -204,7 +204,7 @@ mod tests {
         let r = &params["return"];
         assert_eq!(r["rma"], "R-101-1");
         assert_eq!(r["sales_channel_id"], "default");
-        assert_eq!(r["origin_date"], "2026-03-10T09:30:00Z");
+        assert_eq!(r["origin_date"], "2026-03-10T09:30:00+00:00");
         assert_eq!(r["return_tracking_number"], "RET-1");
         assert!(r.get("source_id").is_none(), "absent, not null");
         assert_eq!(r["lines"][0]["line_number"], 2);

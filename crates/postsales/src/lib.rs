@@ -20,10 +20,10 @@ pub use relay::PostsalesOutbox;
 /// The module's name: the `module` label of its metrics and its outbox rows' `module`.
 pub const MODULE: &str = "postsales";
 
-/// The module's queue (contract).
+/// The module's queue (contract), bound to exactly the methods the module consumes.
 pub const QUEUE: QueueSpec = QueueSpec {
     name: "connector.postsales",
-    oms_bindings: &["magento.postsales.#"],
+    oms_bindings: protocol::postsales::methods::CONSUMED,
 };
 
 /// Adds the post-sales consumer and the post-sales outbox relay to a runtime.

@@ -9,7 +9,8 @@ use sales::apply::lines::NamedLine;
 const LINES: &str = "
     SELECT l.line_id, l.line_number, l.sku, l.gross_amount,
            EXISTS (SELECT 1 FROM sales_shipment_lines s
-                    WHERE s.order_id = l.order_id AND s.line_id = l.line_id)
+                    WHERE s.order_id = l.order_id AND s.line_id = l.line_id),
+           l.item_id
       FROM sales_order_lines l WHERE l.order_id = $1 ORDER BY l.line_number";
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct OrderLine {
     /// What the customer paid for the line, tax included: the most it can be refunded.
     pub gross_amount: Decimal,
     pub shipped: bool,
+    /// The storefront's order item the line is a unit of (none for the shipping line).
+    pub item_id: Option<i64>,
 }
 
 pub async fn load(
@@ -37,6 +40,7 @@ pub async fn load(
             sku: r.get(2),
             gross_amount: r.get(3),
             shipped: r.get(4),
+            item_id: r.get(5),
         })
         .collect())
 }

@@ -1,6 +1,10 @@
 //! `refund_management.updated`: refunds and their credit memos.
 //!
-//! A refund is known by its credit note number. Its status is a compare-and-set on
+//! A refund is known by its credit note number, or, when the OMS sends none (the
+//! specification makes it optional), by a digest of its content ([`Refund::digest`]), stored
+//! as `digest:<sha-256>` in place of the number. A refund line's `order_line` is a line id or
+//! a line number: [`refunded_lines`] decides which line it is, with `order_item_id` when both
+//! readings name a line, and never guesses. Its status is a compare-and-set on
 //! `(status.date, rank)` (see [`crate::status::refund_rank`]): `PENDINGRELEASE` is recorded
 //! as pending; `RELEASED` creates the credit memo, exactly the refunded lines and amounts,
 //! once per credit note number however many times the release is delivered and whatever
@@ -105,9 +109,9 @@ pub async fn apply(
     refund: &Refund,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let order_id = refund.order_id.as_str();
-    let number = refund.credit_note_number.as_str();
+    let number = refund.key.as_str();
     let order_lines = lines::load(tx, order_id).await?;
-    let named = match lines::resolve(&order_lines, order_id, refund.lines.iter().map(|l| &l.line)) {
+    let named = match refunded_lines(&order_lines, refund) {
         Ok(named) => named,
         Err(outcome) => return Ok(outcome),
     };
@@ -205,7 +209,7 @@ async fn over_what_was_paid(
     refunded: &BTreeMap<&str, Refunded<'_>>,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let order_id = refund.order_id.as_str();
-    let number = refund.credit_note_number.as_str();
+    let number = refund.key.as_str();
     let statement = tx.prepare_cached(REFUNDED_ELSEWHERE).await?;
     let elsewhere: HashMap<String, Decimal> = tx
         .query(&statement, &[&order_id, &number])
@@ -242,7 +246,7 @@ async fn credit_memo(
     refunded: &BTreeMap<&str, Refunded<'_>>,
 ) -> Result<bool, tokio_postgres::Error> {
     let order_id = refund.order_id.as_str();
-    let number = refund.credit_note_number.as_str();
+    let number = refund.key.as_str();
     let exists = tx.prepare_cached(MEMO_EXISTS).await?;
     if tx.query_one(&exists, &[&number]).await?.get::<_, bool>(0) {
         return Ok(false);
@@ -307,6 +311,98 @@ async fn credit_memo(
     Ok(true)
 }
 
+/// The order line each refund line names, in the message's order. `order_line` may be a line
+/// id or a line number (exported line ids can be numbers too: line id `2` may be line number
+/// 3): when only one reading names a line of the order, that is the line; when both name
+/// different lines, `order_item_id` (an exported line id, or the storefront's order item
+/// whose units the lines are) must tell them apart. A refund that stays ambiguous, or whose
+/// `order_item_id` contradicts its `order_line`, is dead-lettered with the reason; one before
+/// the order's export is retried.
+pub(crate) fn refunded_lines<'l>(
+    order_lines: &'l [OrderLine],
+    refund: &Refund,
+) -> Result<Vec<&'l OrderLine>, Outcome> {
+    let order_id = refund.order_id.as_str();
+    let mut found = Vec::with_capacity(refund.lines.len());
+    for (i, line) in refund.lines.iter().enumerate() {
+        let text = line.order_line.as_str();
+        if order_lines.is_empty() {
+            return Err(Outcome::Retry(format!(
+                "order {order_id} has not been exported yet, so it has no line {text:?}"
+            )));
+        }
+        let by_id = order_lines.iter().find(|l| l.line_id == text);
+        let by_number = text
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| order_lines.iter().find(|l| i64::from(l.line_number) == n));
+        let mut candidates: Vec<&OrderLine> = by_id.into_iter().collect();
+        if let Some(l) = by_number
+            && !candidates.iter().any(|c| c.line_id == l.line_id)
+        {
+            candidates.push(l);
+        }
+        let at = format!("refund.lines[{i}]");
+        // The item's lines, when order_item_id names lines of this order at all (an id of
+        // the OMS's own says nothing about ours).
+        let of_item = |l: &OrderLine, item: &str| {
+            l.line_id == item || l.item_id.is_some_and(|id| id.to_string() == item)
+        };
+        let item = line
+            .order_item_id
+            .as_deref()
+            .filter(|item| order_lines.iter().any(|l| of_item(l, item)));
+        if let Some(item) = item {
+            let before = candidates.clone();
+            candidates.retain(|l| of_item(l, item));
+            if candidates.is_empty() && !before.is_empty() {
+                let named: Vec<String> = before.iter().map(|l| describe(l)).collect();
+                return Err(Outcome::Reject(format!(
+                    "{at}: order_line {text:?} names {} of order {order_id}, which is not of \
+                     order_item_id {item:?}; the refund contradicts itself",
+                    named.join(" or ")
+                )));
+            }
+        }
+        match candidates.as_slice() {
+            [one] => found.push(*one),
+            [] => {
+                return Err(Outcome::Reject(match text.parse::<i64>() {
+                    Ok(n) => format!(
+                        "{at}: order {order_id} has no line with number {n} nor with id {text:?}: \
+                         the refund names an order line this Commerce never exported"
+                    ),
+                    Err(_) => format!(
+                        "{at}: order {order_id} has no line with id {text:?}: the refund names \
+                         an order line this Commerce never exported"
+                    ),
+                }));
+            }
+            [as_id, as_number, ..] => {
+                return Err(Outcome::Reject(format!(
+                    "{at}: order_line {text:?} is ambiguous: as a line id it names {}, as a line \
+                     number {}, and {}; refusing to guess which line is refunded",
+                    describe(as_id),
+                    describe(as_number),
+                    match &line.order_item_id {
+                        Some(item) => format!("order_item_id {item:?} is of neither"),
+                        None => "the line sends no order_item_id to tell them apart".to_owned(),
+                    }
+                )));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A line as a reason names it: `line "1-2" (number 2, MUG)`.
+fn describe(line: &OrderLine) -> String {
+    format!(
+        "line {:?} (number {}, {})",
+        line.line_id, line.line_number, line.sku
+    )
+}
+
 /// The refunded lines as parallel arrays, for `unnest`.
 struct Columns<'a> {
     ids: Vec<&'a str>,
@@ -362,4 +458,104 @@ pub async fn apply_attributes(
     let merge = tx.prepare_cached(MERGE_ATTRIBUTES).await?;
     tx.execute(&merge, &[&number, &attributes]).await?;
     Ok(Outcome::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of an order exported with two mugs (item 1: lines `1-1`, `1-2`), a shirt
+    /// (item 2: line `2`, number 3) and shipping: the line id `2` is line number 3.
+    fn order() -> Vec<OrderLine> {
+        let line = |id: &str, number: i32, sku: &str, item: Option<i64>| OrderLine {
+            line_id: id.into(),
+            line_number: number,
+            sku: sku.into(),
+            gross_amount: Decimal::TEN,
+            shipped: true,
+            item_id: item,
+        };
+        vec![
+            line("1-1", 1, "MUG", Some(1)),
+            line("1-2", 2, "MUG", Some(1)),
+            line("2", 3, "SHIRT", Some(2)),
+            line("SHIPPING", 4, "UPS-GND", None),
+        ]
+    }
+
+    fn refund(order_line: &str, order_item_id: Option<&str>) -> Refund {
+        let mut line = serde_json::json!({"order_line": order_line, "reason_description": "",
+            "payments": [{"ref": "", "details": {"cost_gross": "1"}}]});
+        if let Some(item) = order_item_id {
+            line["order_item_id"] = item.into();
+        }
+        let params = serde_json::json!({"refund": {"order_id": "9", "store_id": "default",
+            "status": {"code": "RELEASED", "date": "2026-01-01"}, "lines": [line]}});
+        let raw = serde_json::value::RawValue::from_string(params.to_string()).unwrap();
+        protocol::postsales::parse_refund(&raw).unwrap()
+    }
+
+    fn line_of(order_line: &str, order_item_id: Option<&str>) -> Result<String, String> {
+        let lines = order();
+        match refunded_lines(&lines, &refund(order_line, order_item_id)) {
+            Ok(found) => Ok(found[0].line_id.clone()),
+            Err(Outcome::Reject(reason)) => Err(reason),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reading_that_names_no_line_is_no_reading() {
+        assert_eq!(line_of("1-2", None).unwrap(), "1-2", "an id only");
+        assert_eq!(line_of("3", None).unwrap(), "2", "a number only");
+        assert_eq!(line_of("SHIPPING", None).unwrap(), "SHIPPING");
+        assert_eq!(
+            line_of("2", Some("1-2")).unwrap(),
+            "1-2",
+            "order_item_id as the exported line id"
+        );
+    }
+
+    #[test]
+    fn order_item_id_tells_a_line_id_from_a_line_number() {
+        // `2` is line id "2" (the shirt) and line number 2 (the second mug).
+        assert_eq!(line_of("2", Some("1")).unwrap(), "1-2", "the mug's item");
+        assert_eq!(line_of("2", Some("2")).unwrap(), "2", "the shirt's item");
+        assert_eq!(line_of("2", Some("1-2")).unwrap(), "1-2");
+    }
+
+    #[test]
+    fn an_ambiguous_or_self_contradicting_refund_line_is_refused_not_guessed() {
+        let reason = line_of("2", None).unwrap_err();
+        assert_eq!(
+            reason,
+            "refund.lines[0]: order_line \"2\" is ambiguous: as a line id it names line \"2\" \
+             (number 3, SHIRT), as a line number line \"1-2\" (number 2, MUG), and the line \
+             sends no order_item_id to tell them apart; refusing to guess which line is refunded"
+        );
+        // An item id of the OMS's own names no line of ours, so it cannot decide.
+        let reason = line_of("2", Some("OMS-77")).unwrap_err();
+        assert!(
+            reason.contains("order_item_id \"OMS-77\" is of neither"),
+            "{reason}"
+        );
+        let reason = line_of("1-1", Some("2")).unwrap_err();
+        assert!(
+            reason.contains(
+                "names line \"1-1\" (number 1, MUG) of order 9, which is not of order_item_id \"2\""
+            ),
+            "{reason}"
+        );
+        let reason = line_of("42", None).unwrap_err();
+        assert!(
+            reason.contains("order 9 has no line with number 42 nor with id \"42\""),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_refund_before_the_orders_export_waits_for_it() {
+        let outcome = refunded_lines(&[], &refund("1", None)).unwrap_err();
+        assert!(matches!(outcome, Outcome::Retry(_)), "{outcome:?}");
+    }
 }

@@ -3,7 +3,6 @@
 //! operator commands that travel on the catalog module's own queue
 //! (`connector.catalog.export_full`).
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -239,10 +238,8 @@ impl Product {
     }
 }
 
-/// A timestamp as the catalog export writes it: RFC 3339 with an explicit UTC offset.
-pub fn format_datetime(ts: &DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
+/// A timestamp as the catalog export writes it: as every outbound message does.
+pub use crate::outbound::format_datetime;
 
 /// `connector.catalog.export_full`: export the whole catalog. The run id is chosen by the
 /// sender, so a redelivered command finds its run instead of starting another.

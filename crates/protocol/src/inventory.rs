@@ -120,7 +120,7 @@ pub struct SnapshotBatch {
 }
 
 #[derive(Deserialize)]
-struct SnapshotParams {
+pub(crate) struct SnapshotParams {
     snapshot: Option<WireSnapshot>,
 }
 
@@ -264,12 +264,12 @@ pub struct Source {
 }
 
 #[derive(Deserialize)]
-struct SourceParams {
+pub(crate) struct SourceParams {
     source: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct SourceDeletedParams {
+pub(crate) struct SourceDeletedParams {
     source_id: Option<Scalar>,
 }
 

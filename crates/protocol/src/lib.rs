@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod lenient;
 pub mod logistics;
 pub mod money;
+pub mod outbound;
 pub mod postsales;
 #[cfg(test)]
 mod properties;
@@ -22,6 +23,8 @@ pub mod sales;
 pub mod service_bus;
 pub mod shipping;
 pub mod spec;
+#[cfg(test)]
+mod spec_probe;
 
 pub use envelope::{Envelope, MessageId, OutgoingEnvelope};
 pub use rejection::Rejection;

@@ -6,8 +6,9 @@
 //! "an external identifier of the line in the order; it may not be unique" while its
 //! `line_number` is "the unique identifier of the line", so return lines are found by number
 //! first. A refund line names its line with `order_line`, which real senders fill with the
-//! line number (the OMS mock writes `{{rma_item.line_number}}`): a number is a line number,
-//! anything else a line id.
+//! line number (the OMS mock writes `{{rma_item.line_number}}`) and others with the line id;
+//! since an exported line id may be a number too, the post-sales module decides which line
+//! it is against the order's exported lines, with `order_item_id` ([`RefundLine`]).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -180,7 +181,7 @@ pub struct ReturnAttributesUpdate {
 }
 
 #[derive(Deserialize)]
-struct WireReturnParams {
+pub(crate) struct WireReturnParams {
     #[serde(rename = "return")]
     return_event: Option<WireReturn>,
 }
@@ -370,7 +371,7 @@ fn date_or_timestamp(
 }
 
 #[derive(Deserialize)]
-struct WireReturnAttributesParams {
+pub(crate) struct WireReturnAttributesParams {
     return_custom_attributes_modification: Option<WireReturnModification>,
     return_line_custom_attributes_modification: Option<WireReturnModification>,
 }
@@ -436,8 +437,12 @@ pub struct Refund {
     pub order_id: String,
     /// The store the order is of (`store_id`, else `sales_channel_id`), when the sender says.
     pub store: Option<String>,
-    /// What identifies the refund: one credit memo per credit note number.
-    pub credit_note_number: String,
+    /// The OMS's credit note number, when it sends one (the specification makes it
+    /// optional).
+    pub credit_note_number: Option<String>,
+    /// What identifies the refund, one credit memo per key: the credit note number, or
+    /// `digest:` and a SHA-256 of the refund's content when there is none ([`Refund::digest`]).
+    pub key: String,
     pub credit_note_date: Option<DateTime<Utc>>,
     pub status: PostsalesStatus,
     /// `return`, `appeasement`, `cancellation` (lower case), or whatever else was sent.
@@ -452,7 +457,11 @@ pub struct Refund {
 /// One refunded order line with what is refunded of it: the sum of its payments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefundLine {
-    pub line: LineRef,
+    /// `order_line` as sent, trimmed: a line id or a line number.
+    pub order_line: String,
+    /// `order_item_id`, when sent: the order item (or exported line) the refunded line is of,
+    /// which tells a line id from a line number when both would name a line.
+    pub order_item_id: Option<String>,
     pub reason: Option<String>,
     pub reason_description: Option<String>,
     /// `cost_gross`: what the customer gets back for the line.
@@ -466,6 +475,38 @@ impl Refund {
     pub fn total(&self) -> Decimal {
         self.lines.iter().map(|l| l.amount).sum()
     }
+
+    /// The key of a refund without a credit note number: a SHA-256 of what stays the same
+    /// across its status updates (order, RMA, type, and each line's reference and amounts,
+    /// in any order), so its `PENDINGRELEASE` and its `RELEASED` are one refund and one
+    /// credit memo. Status, dates and reasons are left out: they change between messages.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut lines: Vec<String> = self
+            .lines
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}/{}/{}/{}",
+                    l.order_line,
+                    l.order_item_id.as_deref().unwrap_or(""),
+                    l.amount.normalize(),
+                    l.tax.map(|t| t.normalize().to_string()).unwrap_or_default()
+                )
+            })
+            .collect();
+        lines.sort();
+        let content = format!(
+            "{}|{}|{}|{}",
+            self.order_id,
+            self.rma.as_deref().unwrap_or(""),
+            self.refund_type.as_deref().unwrap_or(""),
+            lines.join(",")
+        );
+        let hash = Sha256::digest(content.as_bytes());
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        format!("digest:{hex}")
+    }
 }
 
 /// `refund_management.custom_attributes_updated`.
@@ -477,7 +518,7 @@ pub struct RefundAttributesUpdate {
 }
 
 #[derive(Deserialize)]
-struct WireRefundParams {
+pub(crate) struct WireRefundParams {
     refund: Option<WireRefund>,
 }
 
@@ -502,6 +543,7 @@ struct WireRefund {
 #[derive(Deserialize)]
 struct WireRefundLine {
     order_line: Option<Scalar>,
+    order_item_id: Option<Scalar>,
     reason: Option<Scalar>,
     reason_description: Option<Scalar>,
     #[serde(default)]
@@ -528,13 +570,8 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
         .ok_or_else(|| Rejection::new("\"refund\" is missing"))?;
     let at = |e: Rejection| e.at("refund");
     let order_id = lenient::required_string(r.order_id, "order_id").map_err(at)?;
-    let credit_note_number = lenient::optional_string(r.credit_note_number, "credit_note_number")
-        .map_err(at)?
-        .ok_or_else(|| {
-            at(Rejection::new(
-                "\"credit_note_number\" is missing; a refund is known by it, and credited once by it",
-            ))
-        })?;
+    let credit_note_number =
+        lenient::optional_string(r.credit_note_number, "credit_note_number").map_err(at)?;
     let status = r
         .status
         .ok_or_else(|| Rejection::new("\"status\" is missing"))
@@ -553,11 +590,13 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
     for (i, line) in r.lines.unwrap_or_default().into_iter().enumerate() {
         let path = format!("refund.lines[{i}]");
         let at = |e: Rejection| e.at(&path);
-        let order_line = lenient::required_string(line.order_line, "order_line").map_err(at)?;
-        let line_ref = match order_line.trim().parse::<i64>() {
-            Ok(n) if n >= 0 => LineRef::Number(n),
-            _ => LineRef::Id(order_line),
-        };
+        let order_line = lenient::required_string(line.order_line, "order_line")
+            .map_err(at)?
+            .trim()
+            .to_owned();
+        let order_item_id = lenient::optional_string(line.order_item_id, "order_item_id")
+            .map_err(at)?
+            .map(|id| id.trim().to_owned());
         let payments = line.payments.unwrap_or_default();
         if payments.is_empty() {
             return Err(at(Rejection::new(
@@ -591,7 +630,8 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
             .transpose()
             .map_err(at)?;
         lines.push(RefundLine {
-            line: line_ref,
+            order_line,
+            order_item_id,
             reason: lenient::optional_string(line.reason, "reason").map_err(at)?,
             reason_description: lenient::optional_string(
                 line.reason_description,
@@ -607,10 +647,11 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
             "refund: \"lines\" lists no order line; a credit memo is made of the refunded lines",
         ));
     }
-    Ok(Refund {
+    let mut refund = Refund {
         order_id,
         store,
         credit_note_number,
+        key: String::new(),
         credit_note_date: date_or_timestamp(r.credit_note_date, "credit_note_date").map_err(at)?,
         status,
         refund_type: lenient::optional_string(r.refund_type, "refund_type")
@@ -624,11 +665,16 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
             r.custom_attributes.unwrap_or_default(),
             "refund.custom_attributes",
         )?,
-    })
+    };
+    refund.key = match &refund.credit_note_number {
+        Some(number) => number.clone(),
+        None => refund.digest(),
+    };
+    Ok(refund)
 }
 
 #[derive(Deserialize)]
-struct WireRefundAttributesParams {
+pub(crate) struct WireRefundAttributesParams {
     refund_custom_attributes_modification: Option<WireRefundModification>,
 }
 
@@ -702,12 +748,14 @@ mod tests {
         );
         let refund = parse_refund(&params).unwrap();
         assert_eq!(refund.order_id, "000000042");
-        assert_eq!(refund.credit_note_number, "CN-1");
+        assert_eq!(refund.credit_note_number.as_deref(), Some("CN-1"));
+        assert_eq!(refund.key, "CN-1");
         assert_eq!(refund.status.code, "RELEASED");
         assert_eq!(refund.refund_type.as_deref(), Some(refund_types::RETURN));
         assert_eq!(refund.rma.as_deref(), Some("R-42"));
         assert_eq!(refund.lines.len(), 1);
-        assert_eq!(refund.lines[0].line, LineRef::Number(2));
+        assert_eq!(refund.lines[0].order_line, "2");
+        assert_eq!(refund.lines[0].order_item_id.as_deref(), Some("7"));
         assert_eq!(refund.lines[0].amount, Decimal::from_str("49.99").unwrap());
         assert_eq!(
             refund.lines[0].tax,
@@ -755,7 +803,41 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_without_credit_note_number_or_with_negative_money_is_refused() {
+    fn a_refund_without_credit_note_number_is_known_by_a_digest_of_what_stays_the_same() {
+        let refund = |status: &str, date: &str, lines: serde_json::Value| {
+            parse_refund(&raw(serde_json::json!({"refund": {
+                "order_id": "1", "store_id": "default", "rma": "R-1", "refund_type": "Return",
+                "status": {"code": status, "date": date}, "lines": lines}})))
+            .unwrap()
+        };
+        let line = |order_line: &str, gross: serde_json::Value| {
+            serde_json::json!({"order_line": order_line, "reason_description": "",
+                               "payments": [{"ref": "", "details": {"cost_gross": gross}}]})
+        };
+        let pending = refund(
+            "PENDINGRELEASE",
+            "2026-01-01",
+            serde_json::json!([line("1", "10.50".into()), line("2", "1".into())]),
+        );
+        assert_eq!(pending.credit_note_number, None);
+        assert!(pending.key.starts_with("digest:"), "{}", pending.key);
+        // The same refund released later, its lines in another order, money as numbers.
+        let released = refund(
+            "RELEASED",
+            "2026-01-03",
+            serde_json::json!([line("2", 1.into()), line("1", 10.5.into())]),
+        );
+        assert_eq!(released.key, pending.key);
+        let other = refund(
+            "RELEASED",
+            "2026-01-03",
+            serde_json::json!([line("2", 1.into()), line("1", 10.4.into())]),
+        );
+        assert_ne!(other.key, pending.key);
+    }
+
+    #[test]
+    fn a_refund_with_negative_or_unreadable_money_is_refused() {
         let refund = |number: serde_json::Value, gross: serde_json::Value| {
             parse_refund(&raw(serde_json::json!({"refund": {
                 "order_id": "1", "store_id": "default", "credit_note_number": number,
@@ -763,11 +845,6 @@ mod tests {
                 "lines": [{"order_line": "1", "reason_description": "",
                            "payments": [{"ref": "", "details": {"cost_gross": gross}}]}]}})))
         };
-        let err = refund(serde_json::json!(""), serde_json::json!("1")).unwrap_err();
-        assert!(
-            err.reason().contains("\"credit_note_number\" is missing"),
-            "{err}"
-        );
         let err = refund(serde_json::json!("CN"), serde_json::json!("-5")).unwrap_err();
         assert!(err.reason().contains("negative"), "{err}");
         let err = refund(serde_json::json!("CN"), serde_json::json!("lots")).unwrap_err();
@@ -782,7 +859,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_line_names_its_line_by_number_or_else_by_id() {
+    fn a_refund_line_keeps_its_order_line_and_item_as_sent() {
         let refund = parse_refund(&raw(serde_json::json!({"refund": {
             "order_id": "1", "credit_note_number": "CN",
             "status": {"code": "PENDINGRELEASE", "date": "2026-01-01 10:00:00"},
@@ -791,8 +868,9 @@ mod tests {
                 {"order_line": "1-2", "payments": [{"details": {"cost_gross": "1"}},
                                                     {"details": {"cost_gross": "0.5"}}]}]}})))
         .unwrap();
-        assert_eq!(refund.lines[0].line, LineRef::Number(3));
-        assert_eq!(refund.lines[1].line, LineRef::Id("1-2".into()));
+        assert_eq!(refund.lines[0].order_line, "3");
+        assert_eq!(refund.lines[1].order_line, "1-2");
+        assert_eq!(refund.lines[1].order_item_id, None);
         assert_eq!(refund.lines[1].amount, Decimal::new(15, 1));
     }
 

@@ -55,7 +55,8 @@ pub struct CreateParams {
 pub struct WireOrder {
     pub id: String,
     pub store: String,
-    pub ip: String,
+    /// The customer's IP address; `null` when the storefront did not record it.
+    pub ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
     pub vat_country: String,
@@ -126,8 +127,10 @@ pub struct WireTransaction {
 #[derive(Debug, Clone, Serialize)]
 pub struct WireGateway {
     pub gateway_id: String,
-    pub account: String,
-    pub transaction_id: String,
+    /// Required by the specification but unknown for offline payments: `null` then, as the
+    /// captured real export writes it.
+    pub account: Option<String>,
+    pub transaction_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -322,7 +325,7 @@ pub fn normalize_status(status: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct WireUpdateParams {
+pub(crate) struct WireUpdateParams {
     order: Option<WireInOrder>,
 }
 
@@ -455,7 +458,7 @@ pub(crate) fn line_ref(id: Option<Scalar>, number: Option<Scalar>) -> Result<Lin
 }
 
 #[derive(Deserialize)]
-struct WireLineCancelled {
+pub(crate) struct WireLineCancelled {
     order_id: Option<Scalar>,
     order_line_id: Option<Scalar>,
 }
@@ -469,7 +472,7 @@ pub fn parse_line_cancelled(params: &RawValue) -> Result<LineCancelled, Rejectio
 }
 
 #[derive(Deserialize)]
-struct WireAttributesParams {
+pub(crate) struct WireAttributesParams {
     custom_attributes_modification: Option<WireModification>,
     line_custom_attributes_modification: Option<WireModification>,
 }

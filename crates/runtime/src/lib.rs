@@ -182,7 +182,17 @@ impl Runtime {
     }
 
     /// Adds a module's consumer of `spec`'s queue, and the keeper of its dead letters.
+    ///
+    /// # Panics
+    ///
+    /// When the queue is not bound to exactly the methods the handler consumes: a method bound
+    /// but not handled would only ever be dead-lettered as unknown, a method handled but not
+    /// bound would never arrive. A programming error that every test installing the module
+    /// catches.
     pub fn add_consumer<H: Handler>(&mut self, spec: QueueSpec, handler: H) {
+        if let Some(mismatch) = topology::binding_mismatch(&spec, handler.methods()) {
+            panic!("queue {}: {mismatch}", spec.name);
+        }
         self.consumed.extend_from_slice(handler.methods());
         self.shared.stats.add_module(handler.module());
         self.queues.push((handler.module(), spec));

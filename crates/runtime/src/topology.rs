@@ -2,7 +2,7 @@
 //! dead-letter queue, and the bindings. Every name takes the configured prefix.
 //!
 //! ```text
-//! oms.events (topic) --magento.inventory.#--> connector.inventory --(worker)--> ack
+//! oms.events (topic) --each inventory method--> connector.inventory --(worker)--> ack
 //!                                                   |  ^
 //!          worker republishes a failure that may pass |  | TTL expires, dead-lettered back
 //!                                                   v  |
@@ -40,13 +40,41 @@ pub const OMS_EXCHANGE: &str = "oms.events";
 /// The exchange the connector publishes to.
 pub const COMMERCE_EXCHANGE: &str = "commerce.events";
 
-/// A module's queue: its base name and the routing patterns it is bound to on `oms.events`.
+/// A module's queue: its base name and the methods it is bound to on `oms.events`, one binding
+/// per method the module handles (never a pattern: a pattern such as `magento.logistics.#`
+/// would route methods the module does not handle to it, only to be dead-lettered as unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSpec {
     /// `connector.inventory`
     pub name: &'static str,
-    /// Bindings on the OMS exchange, e.g. `magento.inventory.#`.
+    /// Bindings on the OMS exchange: the routing key is the method, so these are the methods
+    /// the module's handler consumes ([`binding_mismatch`] checks it).
     pub oms_bindings: &'static [&'static str],
+}
+
+/// Why `spec`'s bindings are not exactly `methods` (each method bound once, nothing else
+/// bound, no pattern), or `None` when they are.
+pub fn binding_mismatch(spec: &QueueSpec, methods: &[&str]) -> Option<String> {
+    if let Some(pattern) = spec
+        .oms_bindings
+        .iter()
+        .find(|b| b.contains('#') || b.contains('*'))
+    {
+        return Some(format!(
+            "binding {pattern:?} is a pattern; a queue is bound to the methods its module handles, one by one"
+        ));
+    }
+    if let Some(unhandled) = spec.oms_bindings.iter().find(|b| !methods.contains(b)) {
+        return Some(format!(
+            "method {unhandled:?} is bound but not handled by the module"
+        ));
+    }
+    if let Some(unbound) = methods.iter().find(|m| !spec.oms_bindings.contains(m)) {
+        return Some(format!(
+            "method {unbound:?} is handled but never bound, so it would never arrive"
+        ));
+    }
+    None
 }
 
 /// Names with the prefix applied.
@@ -320,8 +348,49 @@ mod tests {
 
     const SPEC: QueueSpec = QueueSpec {
         name: "connector.inventory",
-        oms_bindings: &["magento.inventory.#"],
+        oms_bindings: &["magento.inventory.aggregate_stock_management.updated"],
     };
+
+    #[test]
+    fn a_queue_is_bound_to_exactly_the_methods_its_module_handles() {
+        let methods = &["magento.logistics.a", "magento.sales.b"];
+        let exact = QueueSpec {
+            name: "q",
+            oms_bindings: &["magento.sales.b", "magento.logistics.a"],
+        };
+        assert_eq!(binding_mismatch(&exact, methods), None);
+        let pattern = QueueSpec {
+            name: "q",
+            oms_bindings: &["magento.sales.b", "magento.logistics.#"],
+        };
+        let why = binding_mismatch(&pattern, methods).unwrap();
+        assert!(
+            why.contains("\"magento.logistics.#\" is a pattern"),
+            "{why}"
+        );
+        let unhandled = QueueSpec {
+            name: "q",
+            oms_bindings: &[
+                "magento.sales.b",
+                "magento.logistics.a",
+                "magento.logistics.c",
+            ],
+        };
+        let why = binding_mismatch(&unhandled, methods).unwrap();
+        assert!(
+            why.contains("\"magento.logistics.c\" is bound but not handled"),
+            "{why}"
+        );
+        let unbound = QueueSpec {
+            name: "q",
+            oms_bindings: &["magento.sales.b"],
+        };
+        let why = binding_mismatch(&unbound, methods).unwrap();
+        assert!(
+            why.contains("\"magento.logistics.a\" is handled but never bound"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn names_take_the_prefix_and_default_to_the_contract() {
@@ -361,7 +430,10 @@ mod tests {
         let topology = Topology::new("", QueueType::Quorum);
         let sales = QueueSpec {
             name: "connector.sales",
-            oms_bindings: &["magento.sales.#", "magento.logistics.#"],
+            oms_bindings: &[
+                "magento.sales.order_management.updated",
+                "magento.logistics.fulfillment_management.customer_shipment_done",
+            ],
         };
         let doc = topology.definitions(&[SPEC, sales], "/");
         let queues = doc["queues"].as_array().unwrap();
@@ -407,9 +479,21 @@ mod tests {
         assert_eq!(
             bindings,
             [
-                ("oms.events", "connector.inventory", "magento.inventory.#"),
-                ("oms.events", "connector.sales", "magento.sales.#"),
-                ("oms.events", "connector.sales", "magento.logistics.#"),
+                (
+                    "oms.events",
+                    "connector.inventory",
+                    "magento.inventory.aggregate_stock_management.updated"
+                ),
+                (
+                    "oms.events",
+                    "connector.sales",
+                    "magento.sales.order_management.updated"
+                ),
+                (
+                    "oms.events",
+                    "connector.sales",
+                    "magento.logistics.fulfillment_management.customer_shipment_done"
+                ),
             ]
         );
         let exchanges: Vec<&str> = doc["exchanges"]

@@ -17,10 +17,11 @@ pub use relay::SalesOutbox;
 /// The module's name: the `module` label of its metrics and its outbox rows' `module`.
 pub const MODULE: &str = "sales";
 
-/// The module's queue (contract).
+/// The module's queue (contract), bound to exactly the methods the module consumes: a
+/// logistics method it does not handle (carrier, warehouse) is never routed here.
 pub const QUEUE: QueueSpec = QueueSpec {
     name: "connector.sales",
-    oms_bindings: &["magento.sales.#", "magento.logistics.#"],
+    oms_bindings: protocol::sales::methods::CONSUMED,
 };
 
 /// Adds the sales consumer and the sales outbox relay to a runtime.

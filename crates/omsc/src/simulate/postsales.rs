@@ -5,7 +5,7 @@
 //! RELEASED.
 
 use chrono::{DateTime, Duration, Utc};
-use protocol::lenient::format_timestamp;
+use protocol::outbound::format_datetime;
 use protocol::postsales::methods;
 use rust_decimal::Decimal;
 use sales::export::ExportedLine;
@@ -111,7 +111,7 @@ impl SimReturn {
             "user": "OMS",
             "rma": self.rma,
             "status": {"code": status, "name": status, "reason_code": "CSRREQUEST",
-                       "reason_name": "Customer request", "date": format_timestamp(&at)},
+                       "reason_name": "Customer request", "date": format_datetime(&at)},
             "custom_attributes": [{"name": "last_status", "value": status}],
             "lines": lines,
         });
@@ -149,7 +149,7 @@ impl SimReturn {
                 "source_id": "WH-1",
                 "user": "WAREHOUSE",
                 "rma": self.rma,
-                "origin_date": format_timestamp(&at),
+                "origin_date": format_datetime(&at),
                 "lines": lines,
             }}),
         )
@@ -215,7 +215,7 @@ pub fn refund(
         "credit_note_number": credit_note,
         "credit_note_date": at.format("%Y-%m-%d").to_string(),
         "status": {"code": status, "name": status, "reason_code": "REQUESTED",
-                   "reason_name": "REQUESTED", "date": format_timestamp(&at)},
+                   "reason_name": "REQUESTED", "date": format_datetime(&at)},
         "refund_type": refund_type,
         "user": "LOGISTICS",
         "refund_reason": "RELEASESUCCESS",

@@ -1,7 +1,9 @@
 //! `customer_shipment_done`: one physical shipment with its lines and parcels. A shipment is
-//! stored once (by the OMS's id, or by a digest of its content when it sends none); each line
-//! is one unit and ships once, so partial shipments add up line by line and a shipment of a
-//! line already shipped is one of more units than were ordered.
+//! stored once (by the OMS's shipment id, else its shipment request id, else a digest of its
+//! content); each line is one unit and ships once, so partial shipments add up line by line
+//! and a shipment of a line already shipped is one of more units than were ordered. What a
+//! storefront shows of it is kept with it: each line's status, each parcel's label link, the
+//! delivery address.
 
 use deadpool_postgres::Transaction;
 use protocol::logistics::Shipment;
@@ -9,29 +11,34 @@ use runtime::Outcome;
 
 use super::lines;
 
-/// The key of a shipment: `id:<OMS id>`, or `content:<md5 of its content>`.
+/// The key of a shipment: `id:<OMS id>`, `request:<shipment request id>`, or
+/// `content:<md5 of its content>`.
 const EXISTING: &str = "
     SELECT id FROM sales_shipments
-     WHERE order_id = $1 AND shipment_key = coalesce('id:' || $2, 'content:' || md5($3))";
+     WHERE order_id = $1
+       AND shipment_key = coalesce('id:' || $2, 'request:' || $4, 'content:' || md5($3))";
 
 const ALREADY_SHIPPED: &str = "
     SELECT line_id, shipment_id FROM sales_shipment_lines
      WHERE order_id = $1 AND line_id = ANY ($2::text[]) ORDER BY line_id";
 
 const SHIPMENT: &str = "
-    INSERT INTO sales_shipments (order_id, shipment_key, oms_shipment_id, source_id, method,
-                                 shipped_at)
-    VALUES ($1, coalesce('id:' || $2, 'content:' || md5($3)), $2, $4, $5, $6)
+    INSERT INTO sales_shipments (order_id, shipment_key, oms_shipment_id, shipment_request_id,
+                                 source_id, method, shipped_at, address)
+    VALUES ($1, coalesce('id:' || $2, 'request:' || $4, 'content:' || md5($3)), $2, $4, $5, $6,
+            $7, $8)
     RETURNING id";
 
 const SHIPMENT_LINES: &str = "
-    INSERT INTO sales_shipment_lines (order_id, line_id, shipment_id)
-    SELECT $1, l, $2 FROM unnest($3::text[]) AS l";
+    INSERT INTO sales_shipment_lines (order_id, line_id, shipment_id, status, status_reason)
+    SELECT $1, l.line_id, $2, l.status, l.reason
+      FROM unnest($3::text[], $4::text[], $5::text[]) AS l (line_id, status, reason)";
 
 const PACKAGES: &str = "
     INSERT INTO sales_shipment_packages (shipment_id, package_id, carrier, tracking_number,
-                                         tracking_link, tracking_comment, line_numbers)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                         tracking_link, tracking_comment, line_numbers,
+                                         shipping_label_link)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
     ON CONFLICT (shipment_id, package_id) DO NOTHING";
 
 pub async fn apply(
@@ -40,7 +47,7 @@ pub async fn apply(
 ) -> Result<Outcome, tokio_postgres::Error> {
     let order_id = shipment.order_id.as_str();
     let lines = lines::load(tx, order_id).await?;
-    let shipped = match lines::resolve(&lines, order_id, &shipment.lines) {
+    let shipped = match lines::resolve(&lines, order_id, shipment.lines.iter().map(|l| &l.line)) {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
@@ -57,7 +64,15 @@ pub async fn apply(
     let content = shipment.content();
     let existing = tx.prepare_cached(EXISTING).await?;
     if tx
-        .query_opt(&existing, &[&order_id, &shipment.shipment_id, &content])
+        .query_opt(
+            &existing,
+            &[
+                &order_id,
+                &shipment.shipment_id,
+                &content,
+                &shipment.shipment_request_id,
+            ],
+        )
         .await?
         .is_some()
     {
@@ -77,6 +92,10 @@ pub async fn apply(
              this shipment ships more units than were ordered"
         )));
     }
+    let address = shipment
+        .address
+        .as_ref()
+        .map(|a| serde_json::to_value(a).expect("a map of texts is JSON"));
     let insert = tx.prepare_cached(SHIPMENT).await?;
     let id: i64 = tx
         .query_one(
@@ -85,15 +104,27 @@ pub async fn apply(
                 &order_id,
                 &shipment.shipment_id,
                 &content,
+                &shipment.shipment_request_id,
                 &shipment.source_id,
                 &shipment.method,
                 &shipment.shipped_at,
+                &address,
             ],
         )
         .await?
         .get(0);
+    let statuses: Vec<Option<&str>> = shipment.lines.iter().map(|l| l.status.as_deref()).collect();
+    let reasons: Vec<Option<&str>> = shipment
+        .lines
+        .iter()
+        .map(|l| l.status_reason.as_deref())
+        .collect();
     let add_lines = tx.prepare_cached(SHIPMENT_LINES).await?;
-    tx.execute(&add_lines, &[&order_id, &id, &line_ids]).await?;
+    tx.execute(
+        &add_lines,
+        &[&order_id, &id, &line_ids, &statuses, &reasons],
+    )
+    .await?;
     let packages = tx.prepare_cached(PACKAGES).await?;
     for (i, p) in shipment.packages.iter().enumerate() {
         let package_id = p.id.clone().unwrap_or_else(|| format!("#{}", i + 1));
@@ -112,6 +143,7 @@ pub async fn apply(
                 &p.tracking_link,
                 &p.tracking_comment,
                 &numbers,
+                &p.shipping_label_link,
             ],
         )
         .await?;

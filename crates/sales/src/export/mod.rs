@@ -318,14 +318,14 @@ pub fn build(rows: &OrderRows) -> Result<Export, Invalid> {
     let wire = WireOrder {
         id: order.id.clone(),
         store: order.store.clone(),
-        ip: order.ip.clone(),
+        ip: protocol::outbound::known(&order.ip),
         language: order.language.clone(),
         vat_country: order
             .vat_country
             .clone()
             .unwrap_or_else(|| billing.country_code.clone()),
         origin: order.origin.clone(),
-        origin_date: protocol::lenient::format_timestamp(&order.placed_at),
+        origin_date: protocol::outbound::format_datetime(&order.placed_at),
         customer_service_agent: order.customer_service_agent.clone(),
         customer: WireCustomer {
             id: order
@@ -349,8 +349,10 @@ pub fn build(rows: &OrderRows) -> Result<Export, Invalid> {
                 amount: Money(paid),
                 gateway_information: WireGateway {
                     gateway_id: payment.gateway_id.clone(),
-                    account: payment.account.clone().unwrap_or_default(),
-                    transaction_id: payment.transaction_id.clone().unwrap_or_default(),
+                    account: protocol::outbound::known_opt(payment.account.as_deref()),
+                    transaction_id: protocol::outbound::known_opt(
+                        payment.transaction_id.as_deref(),
+                    ),
                     authorization_status: payment.authorization_status.clone(),
                     original_auth_request_id: payment.original_auth_request_id.clone(),
                     payment_account_unique_id: payment.payment_account_unique_id.clone(),
