@@ -7,6 +7,7 @@ mod catalog_export;
 mod dead_letters;
 mod definitions;
 mod faults;
+mod gateway;
 mod helpers;
 mod outbox;
 mod postsales;
