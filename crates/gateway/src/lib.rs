@@ -13,10 +13,13 @@
 //! dead-letter store, metrics and the system report.
 
 pub mod broker;
+pub mod bus;
 pub mod config;
+mod connector;
 pub mod inbound;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod outbound;
 pub mod signature;
 pub mod topology;
 
@@ -36,7 +39,8 @@ pub struct Installed {
 }
 
 /// Adds the gateway to a runtime: binds its HTTP server now (so a bad address fails at
-/// start), serves once the runtime runs.
+/// start), serves once the runtime runs; with a bus URL, also carries what the connector
+/// sends to the bus.
 pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<Installed> {
     let metrics = metrics::GatewayMetrics::register(&runtime.shared().registry)
         .context("registering the gateway's metrics")?;
@@ -46,13 +50,28 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
     let inbound_addr = listener.local_addr()?;
     let shared = runtime.shared().clone();
     shared.stats.add_module(inbound::MODULE);
-    let inbound = Arc::new(inbound::Inbound::new(shared, config, metrics));
+    let inbound = Arc::new(inbound::Inbound::new(shared, config, metrics.clone()));
     runtime.add_task("gateway inbound", move |_, shutdown| async move {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => inbound::serve(inbound, listener, shutdown).await,
             Err(e) => tracing::error!(error = %e, "the gateway cannot serve"),
         }
     });
+    if config.enabled() {
+        let client = Arc::new(
+            bus::BusClient::new(config, metrics.clone())
+                .context("setting up the HTTP client for the bus")?,
+        );
+        runtime.shared().stats.add_module(outbound::MODULE);
+        let hold = config.hold();
+        runtime.add_task("gateway outbound", move |shared, shutdown| {
+            outbound::run(shared, client, hold, shutdown)
+        });
+    } else {
+        tracing::warn!(
+            "OMSC_OMS_URL is not set: the gateway takes what the bus sends but sends nothing to it"
+        );
+    }
     // Requests no module consumes, and messages the bus refused, are kept by the keeper of
     // the gateway's dead-letter queue like every module's.
     runtime.add_task(
