@@ -3,7 +3,6 @@
 //! with a result, or in the error-string style of the public simulators. It records what it
 //! was sent and what it answered, and can be taken down and brought back.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -54,7 +53,6 @@ struct BusState {
 
 #[derive(Clone)]
 pub struct TestBus {
-    pub addr: SocketAddr,
     /// The base URL, with a path as one public simulator has it (`/api`).
     pub base: String,
     state: Arc<Mutex<BusState>>,
@@ -76,7 +74,6 @@ impl TestBus {
                 .unwrap();
         });
         Self {
-            addr,
             base: format!("http://{addr}/api"),
             state,
             stop,
@@ -166,7 +163,7 @@ async fn answer(
     } else if let Some((_, text)) = state
         .refuse
         .iter()
-        .find(|(refused, _)| Value::from(refused.as_str()) == id)
+        .find(|(refused, _)| id == refused.as_str())
     {
         (
             StatusCode::OK,
