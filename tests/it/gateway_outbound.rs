@@ -298,3 +298,52 @@ async fn the_registration_reaches_the_bus_and_its_answer_is_stored() {
     bus.stop();
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn omsc_run_all_with_a_bus_url_registers_there_and_serves_the_callback() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway_addr = free.local_addr().unwrap();
+    drop(free);
+    let callback = format!("http://{gateway_addr}/oms-callback");
+    let mut omsc = env.spawn_binary_with_args(
+        "omsc",
+        &["run", "--all"],
+        &[
+            ("OMSC_OMS_URL", bus.base.as_str()),
+            ("OMSC_GATEWAY_ADDR", &gateway_addr.to_string()),
+            ("OMSC_CALLBACK_URL", &callback),
+            ("OMSC_REGISTER", "true"),
+        ],
+    );
+    wait_until("the registration at the bus", PATIENCE, || async {
+        !bus.calls_of(protocol::service_bus::methods::REGISTER)
+            .is_empty()
+    })
+    .await;
+    let registration = &bus.calls_of(protocol::service_bus::methods::REGISTER)[0];
+    assert_eq!(registration.body["params"]["url"], callback.as_str());
+    let subscribes = registration.body["params"]["subscribes"].to_string();
+    assert!(
+        subscribes.contains(protocol::sales::methods::UPDATED),
+        "{subscribes}"
+    );
+    wait_until("the gateway to answer the bus's probe", PATIENCE, || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(gateway_addr).await else {
+            return false;
+        };
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let probe = format!("OPTIONS /oms-callback HTTP/1.1\r\nHost: {gateway_addr}\r\nConnection: close\r\n\r\n");
+        if stream.write_all(probe.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply).await;
+        reply.starts_with("HTTP/1.1 200") && reply.to_lowercase().contains("x-magento-service-bus: *")
+    })
+    .await;
+    omsc.kill().await.unwrap();
+    bus.stop();
+    env.teardown().await;
+}
