@@ -21,7 +21,7 @@ build: ## Build every binary (debug)
 	$(CARGO) build --bins
 
 .PHONY: run
-run: services ## Start the connector: migrate, then every module in the foreground
+run: services ## Start the connector: migrate, then every module (and the service-bus gateway when OMSC_OMS_URL is set) in the foreground
 	$(CARGO) build --release --bin omsc
 	./target/release/omsc migrate
 	./target/release/omsc run --all

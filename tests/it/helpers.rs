@@ -28,6 +28,7 @@ pub const MODULE_QUEUES: &[&str] = &[
     "connector.sales",
     "connector.postsales",
     "connector.catalog",
+    "connector.gateway",
 ];
 
 /// How long a test waits for a condition before it fails.

@@ -162,6 +162,9 @@ struct RunArgs {
     inventory: inventory::InventoryConfig,
     #[command(flatten)]
     catalog: catalog::CatalogConfig,
+    /// The service-bus gateway runs too whenever `OMSC_OMS_URL` is set.
+    #[command(flatten)]
+    gateway: gateway::GatewayConfig,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -261,6 +264,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut app = runtime::Runtime::build(args.runtime).await?;
     for module in modules {
         install(&mut app, *module, &args.inventory, &args.catalog)?;
+    }
+    if args.gateway.enabled() {
+        let gateway = gateway::install(&mut app, &args.gateway)?;
+        tracing::info!(bus = %args.gateway.oms_url, listening = %gateway.inbound_addr, "service-bus gateway enabled");
     }
     tracing::info!(http = %app.http_addr(), methods = app.consumed_methods().len(), "oms-connector starting");
     app.run_until(runtime::shutdown_signal()).await

@@ -14,6 +14,11 @@ const OUTBOX: &str = "
            min(created_at) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL)
       FROM outbox GROUP BY module ORDER BY module";
 
+/// What the service bus answered to the registration (stored by the gateway).
+const BUS_ANSWER: &str = "
+    SELECT remote_endpoint::text, remote_endpoint_at FROM connector_registration
+     WHERE remote_endpoint IS NOT NULL";
+
 const SECRET_SET: &str = "
     SELECT secret_sha256 <> encode(sha256(''::bytea), 'hex') FROM connector_registration";
 
@@ -71,6 +76,17 @@ pub async fn print_registration(client: &tokio_postgres::Client) -> anyhow::Resu
     println!("  subscribes: {} methods", state.subscribes.len());
     for method in &state.subscribes {
         println!("    {method}");
+    }
+    match client.query_opt(BUS_ANSWER, &[]).await? {
+        Some(row) => {
+            let at: chrono::DateTime<chrono::Utc> = row.get(1);
+            println!(
+                "  bus answer: {} (received {})",
+                row.get::<_, String>(0),
+                time(at)
+            );
+        }
+        None => println!("  bus answer: none (no service-bus gateway has carried it yet)"),
     }
     Ok(())
 }

@@ -1,0 +1,349 @@
+//! The service-bus gateway, outbound: what the connector sends reaches the bus at the right
+//! path, is acknowledged only once the bus took it, waits in order while the bus is down,
+//! and what the bus refuses is kept with its words. Against the real broker and database,
+//! with the bus played by [`TestBus`].
+
+use omsc::simulate::publish::OmsPublisher;
+use serde_json::Value;
+
+use crate::gateway::start_gateway_with;
+use crate::gateway_bus::{Call, TestBus};
+use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, Worker, amqp, binary, wait_until};
+
+use protocol::catalog::methods::PRODUCT_UPDATED;
+use protocol::postsales::methods::AUTHORIZE;
+use protocol::sales::methods::{CANCEL, CREATE};
+
+/// A publisher on `commerce.events`, as the connector's relays publish, with the gateway's
+/// queue declared first so that what is published before the gateway runs waits for it.
+async fn connector_publisher(env: &TestEnv) -> OmsPublisher {
+    let connection = amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let topology = runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum);
+    gateway::topology::declare(&channel, &topology)
+        .await
+        .unwrap();
+    OmsPublisher::connect(AMQP_URL, &format!("{}commerce.events", env.prefix))
+        .await
+        .unwrap()
+}
+
+fn message(method: &str, id: &str) -> (String, Vec<u8>, String) {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"{method}","params":{{"order_id":"{}"}}}}"#,
+        id.split(':').next().unwrap()
+    );
+    (method.to_owned(), body.into_bytes(), id.to_owned())
+}
+
+async fn publish(publisher: &OmsPublisher, messages: &[(String, Vec<u8>, String)]) {
+    publisher
+        .publish_all(
+            messages
+                .iter()
+                .map(|(m, b, i)| (m.as_str(), b.clone(), i.clone())),
+            64,
+        )
+        .await
+        .unwrap();
+}
+
+async fn start(env: &TestEnv, bus: &TestBus, gateway_flags: &[&str]) -> Worker {
+    let url = format!("--oms-url={}", bus.base);
+    let mut flags = vec![url.as_str()];
+    flags.extend_from_slice(gateway_flags);
+    start_gateway_with(env, &[], &flags, |_| {}).await.0
+}
+
+/// The calls the bus answered 200, in the order it answered them.
+fn taken(bus: &TestBus) -> Vec<Call> {
+    bus.calls()
+        .into_iter()
+        .filter(|c| c.status == 200)
+        .collect()
+}
+
+async fn wait_taken(bus: &TestBus, n: usize) {
+    wait_until(&format!("{n} calls taken by the bus"), PATIENCE, || async {
+        taken(bus).len() >= n
+    })
+    .await;
+}
+
+async fn wait_queue_empty(env: &TestEnv) {
+    wait_until("connector.gateway to be empty", PATIENCE, || async {
+        env.depth("connector.gateway").await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn commands_and_events_reach_their_paths_byte_for_byte_and_are_acknowledged() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    let publisher = connector_publisher(&env).await;
+    let messages = [
+        message(CREATE, "100"),
+        message(CANCEL, "100:cancel"),
+        message(AUTHORIZE, "R-1"),
+        message(PRODUCT_UPDATED, "catalog-1-1"),
+    ];
+    publish(&publisher, &messages).await;
+    let worker = start(&env, &bus, &[]).await;
+    wait_taken(&bus, 4).await;
+    wait_queue_empty(&env).await;
+    let calls = taken(&bus);
+    let find = |id: &str| calls.iter().find(|c| c.id() == id).unwrap().clone();
+    for (method, body, id) in &messages {
+        let call = find(id);
+        assert_eq!(&call.raw, body, "{id}: the bytes the connector sent");
+        let expected = if method == PRODUCT_UPDATED {
+            "/events"
+        } else {
+            "/delegate/oms"
+        };
+        assert_eq!(call.path, expected, "{id}");
+    }
+    assert_eq!(
+        worker
+            .metric(
+                "omsc_messages_total",
+                &[("module", "gateway"), ("outcome", "applied")]
+            )
+            .await,
+        4.0
+    );
+    assert_eq!(
+        worker
+            .metric(
+                "omsc_gateway_http_responses_total",
+                &[("direction", "outbound"), ("class", "2xx")]
+            )
+            .await,
+        4.0
+    );
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn what_the_bus_refuses_is_dead_lettered_with_its_words() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.refuse("200", "customer 42 is unknown to the OMS");
+    let publisher = connector_publisher(&env).await;
+    publish(
+        &publisher,
+        &[message(CREATE, "200"), message(CREATE, "201")],
+    )
+    .await;
+    let worker = start(&env, &bus, &[]).await;
+    let letters = env.expect_dead_letters(1).await;
+    assert_eq!(letters[0].message_id.as_deref(), Some("200"));
+    assert!(
+        letters[0]
+            .reason
+            .contains("customer 42 is unknown to the OMS"),
+        "{}",
+        letters[0].reason
+    );
+    wait_queue_empty(&env).await;
+    assert_eq!(taken(&bus).iter().filter(|c| c.id() == "201").count(), 1);
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn with_the_bus_down_nothing_is_lost_nothing_taken_is_sent_again_and_order_holds() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.set_down(true);
+    let publisher = connector_publisher(&env).await;
+    let mut messages = Vec::new();
+    for n in 0..10 {
+        messages.push(message(CREATE, &format!("3{n:02}")));
+    }
+    for n in 0..10 {
+        messages.push(message(CANCEL, &format!("3{n:02}:cancel")));
+    }
+    publish(&publisher, &messages).await;
+    let worker = start(&env, &bus, &[]).await;
+    // Down long enough that every order was tried and refused at least once.
+    wait_until("the bus to turn calls away", PATIENCE, || async {
+        bus.calls().iter().filter(|c| c.status == 503).count() >= 20
+    })
+    .await;
+    assert!(taken(&bus).is_empty());
+    assert_eq!(
+        env.depth("connector.gateway").await,
+        0,
+        "held, not requeued"
+    );
+    bus.set_down(false);
+    wait_taken(&bus, messages.len()).await;
+    wait_queue_empty(&env).await;
+    let calls = bus.calls();
+    let taken: Vec<String> = taken(&bus).iter().map(Call::id).collect();
+    let mut unique = taken.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), taken.len(), "taken twice: {taken:?}");
+    assert_eq!(taken.len(), messages.len());
+    for n in 0..10 {
+        let create = format!("3{n:02}");
+        let cancel = format!("{create}:cancel");
+        let create_taken = calls
+            .iter()
+            .position(|c| c.id() == create && c.status == 200)
+            .unwrap();
+        let first_cancel = calls.iter().position(|c| c.id() == cancel).unwrap();
+        assert!(
+            create_taken < first_cancel,
+            "the cancellation of {create} went out before its creation was taken"
+        );
+    }
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn an_oauth_token_is_fetched_once_and_renewed_after_a_401() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.require_token();
+    let publisher = connector_publisher(&env).await;
+    let worker = start(
+        &env,
+        &bus,
+        &["--oauth-client-id=shop", "--oauth-client-secret=s3cret&x"],
+    )
+    .await;
+    publish(
+        &publisher,
+        &[message(CREATE, "400"), message(CREATE, "401")],
+    )
+    .await;
+    wait_taken(&bus, 2).await;
+    assert_eq!(bus.tokens(), ["token-1"], "one token, cached");
+    bus.revoke("token-1");
+    publish(&publisher, &[message(CREATE, "402")]).await;
+    wait_taken(&bus, 3).await;
+    assert_eq!(bus.tokens(), ["token-1", "token-2"]);
+    let last = taken(&bus).pop().unwrap();
+    assert_eq!(last.id(), "402");
+    assert_eq!(last.authorization.as_deref(), Some("Bearer token-2"));
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_registration_reaches_the_bus_and_its_answer_is_stored() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    let url = format!("--oms-url={}", bus.base);
+    let (_, inventory_config) = env.flags(&[]);
+    let (worker, _) = start_gateway_with(
+        &env,
+        &[
+            "--register=true",
+            "--callback-url=https://shop.example/oms-callback",
+            "--registration-secret=bus-secret",
+        ],
+        &[url.as_str()],
+        |app| inventory::install(app, &inventory_config).unwrap(),
+    )
+    .await;
+    wait_until("the registration answer stored", PATIENCE, || async {
+        env.db
+            .query_one(
+                "SELECT remote_endpoint IS NOT NULL FROM connector_registration",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    })
+    .await;
+    let stored: Value = env
+        .db
+        .query_one("SELECT remote_endpoint FROM connector_registration", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored["peer_url"], "https://shop.example/oms-callback");
+    assert_eq!(stored["id"], "oms-connector");
+    let registrations = bus.calls_of(protocol::service_bus::methods::REGISTER);
+    assert_eq!(registrations[0].path, "/");
+    assert_eq!(registrations[0].body["params"]["secret"], "bus-secret");
+    let output = tokio::process::Command::new(binary("omsc"))
+        .arg("status")
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let status = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        status.contains("/delegate/oms-connector"),
+        "omsc status shows the bus's answer: {status}"
+    );
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn omsc_run_all_with_a_bus_url_registers_there_and_serves_the_callback() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway_addr = free.local_addr().unwrap();
+    drop(free);
+    let callback = format!("http://{gateway_addr}/oms-callback");
+    let mut omsc = env.spawn_binary_with_args(
+        "omsc",
+        &["run", "--all"],
+        &[
+            ("OMSC_OMS_URL", bus.base.as_str()),
+            ("OMSC_GATEWAY_ADDR", &gateway_addr.to_string()),
+            ("OMSC_CALLBACK_URL", &callback),
+            ("OMSC_REGISTER", "true"),
+        ],
+    );
+    wait_until("the registration at the bus", PATIENCE, || async {
+        !bus.calls_of(protocol::service_bus::methods::REGISTER)
+            .is_empty()
+    })
+    .await;
+    let registration = &bus.calls_of(protocol::service_bus::methods::REGISTER)[0];
+    assert_eq!(registration.body["params"]["url"], callback.as_str());
+    let subscribes = registration.body["params"]["subscribes"].to_string();
+    assert!(
+        subscribes.contains(protocol::sales::methods::UPDATED),
+        "{subscribes}"
+    );
+    wait_until("the gateway to answer the bus's probe", PATIENCE, || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(gateway_addr).await else {
+            return false;
+        };
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let probe = format!("OPTIONS /oms-callback HTTP/1.1\r\nHost: {gateway_addr}\r\nConnection: close\r\n\r\n");
+        if stream.write_all(probe.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply).await;
+        reply.starts_with("HTTP/1.1 200") && reply.to_lowercase().contains("x-magento-service-bus: *")
+    })
+    .await;
+    omsc.kill().await.unwrap();
+    bus.stop();
+    env.teardown().await;
+}
