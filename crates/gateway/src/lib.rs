@@ -51,7 +51,7 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
     let shared = runtime.shared().clone();
     shared.stats.add_module(inbound::MODULE);
     let inbound = Arc::new(inbound::Inbound::new(shared, config, metrics.clone()));
-    runtime.add_task("gateway inbound", move |_, shutdown| async move {
+    runtime.add_service("gateway inbound", move |_, shutdown| async move {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => inbound::serve(inbound, listener, shutdown).await,
             Err(e) => tracing::error!(error = %e, "the gateway cannot serve"),
@@ -64,7 +64,7 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
         );
         runtime.shared().stats.add_module(outbound::MODULE);
         let hold = config.hold();
-        runtime.add_task("gateway outbound", move |shared, shutdown| {
+        runtime.add_service("gateway outbound", move |shared, shutdown| {
             outbound::run(shared, client, hold, shutdown)
         });
     } else {
@@ -74,9 +74,6 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
     }
     // Requests no module consumes, and messages the bus refused, are kept by the keeper of
     // the gateway's dead-letter queue like every module's.
-    runtime.add_task(
-        "connector.gateway dead-letter keeper",
-        |shared, shutdown| runtime::dead_letters::keep(shared, QUEUE, shutdown),
-    );
+    runtime.add_dead_letter_keeper(QUEUE);
     Ok(Installed { inbound_addr })
 }

@@ -204,11 +204,31 @@ impl Runtime {
                 Box::pin(consume::run(shared, spec, handler, shutdown))
             }),
         ));
-        // It waits on dead letters for as long as none come: only its end is watched.
+        self.add_dead_letter_keeper(spec);
+    }
+
+    /// Adds the keeper of `spec`'s dead-letter queue (`add_consumer` does, for a module's
+    /// queue). It waits on dead letters for as long as none come: only its end is watched.
+    pub fn add_dead_letter_keeper(&mut self, spec: QueueSpec) {
         self.starters.push(Start::watched(
             format!("{} dead-letter keeper", spec.name),
             None,
             Box::new(move |shared, shutdown| Box::pin(dead_letters::keep(shared, spec, shutdown))),
+        ));
+    }
+
+    /// Adds a long-running service named `name` that waits on others for as long as they take
+    /// (an HTTP server, a consumer with a loop of its own), so it has no period to beat at:
+    /// only its end before shutdown is watched, and makes the process not ready.
+    pub fn add_service<F, Fut>(&mut self, name: &str, task: F)
+    where
+        F: FnOnce(Shared, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.starters.push(Start::watched(
+            name,
+            None,
+            Box::new(move |shared, shutdown| Box::pin(task(shared, shutdown))),
         ));
     }
 
