@@ -115,19 +115,9 @@ pub async fn run(
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
-                let reason = format!("{e:#}");
-                tracing::warn!(module = MODULE, error = %reason, ?delay, "broker session ended; reconnecting");
-                shared
-                    .health
-                    .set(MODULE, false, format!("reconnecting: {reason}"));
-                shared
-                    .metrics
-                    .reconnects
-                    .with_label_values(&[MODULE, "broker"])
-                    .inc();
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
+                if !runtime::consume::wait_to_reconnect(&shared, MODULE, &e, delay, &shutdown).await
+                {
+                    break;
                 }
             }
         }

@@ -62,20 +62,8 @@ pub async fn run<H: Handler>(
                 if started.elapsed() > HEALTHY_SESSION {
                     backoff.reset();
                 }
-                let delay = backoff.next_delay();
-                let reason = format!("{e:#}");
-                tracing::warn!(module, error = %reason, ?delay, "broker session ended; reconnecting");
-                shared
-                    .health
-                    .set(module, false, format!("reconnecting: {reason}"));
-                shared
-                    .metrics
-                    .reconnects
-                    .with_label_values(&[module, "broker"])
-                    .inc();
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
+                if !wait_to_reconnect(&shared, module, &e, backoff.next_delay(), &shutdown).await {
+                    break;
                 }
             }
         }
@@ -482,4 +470,30 @@ pub(crate) fn host_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// After a consumer's broker session ended with `error`: says so (log, `/readyz`, the
+/// reconnect counter) and waits `delay`. False when shutdown came first. Every consumer of
+/// its own queue reconnects the same way, the modules' and the gateway's alike.
+pub async fn wait_to_reconnect(
+    shared: &Shared,
+    module: &str,
+    error: &anyhow::Error,
+    delay: std::time::Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let reason = format!("{error:#}");
+    tracing::warn!(module, error = %reason, ?delay, "broker session ended; reconnecting");
+    shared
+        .health
+        .set(module, false, format!("reconnecting: {reason}"));
+    shared
+        .metrics
+        .reconnects
+        .with_label_values(&[module, "broker"])
+        .inc();
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
 }
