@@ -22,7 +22,9 @@ use anyhow::{Context as _, anyhow};
 use chrono::Utc;
 use futures::StreamExt as _;
 use futures::stream::{BoxStream, FuturesOrdered};
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use tokio::task::JoinHandle;
@@ -267,6 +269,10 @@ impl<H: Handler> Session<H> {
                                 .await?;
                         }
                         let incoming = Incoming::read(self.handler.as_ref(), delivery, &limits);
+                        if incoming.body.len() > limits.max_body_bytes {
+                            self.refuse_unread(incoming, limits.max_body_bytes).await?;
+                            continue;
+                        }
                         gathering.rows += match &incoming.parsed {
                             Ok(message) => self.handler.weight(message).max(1),
                             Err(_) => 1,
@@ -284,6 +290,42 @@ impl<H: Handler> Session<H> {
                 _ = tick.tick() => {}
             }
         }
+    }
+
+    /// Refuses a body over the size limit without reading or copying it: rejected without
+    /// requeue, the broker moves it to the dead-letter queue by the main queue's dead-letter
+    /// route, and the keeper names the reason (`dead_letters.rs`). Publishing it there like
+    /// other dead letters would hold a second copy of a body of any size the broker accepts
+    /// (up to 128 MiB) while it is sent. Refused at once, it never waits in a batch either.
+    async fn refuse_unread(
+        &self,
+        message: Incoming<H::Message>,
+        limit: usize,
+    ) -> anyhow::Result<()> {
+        let nack = message.acker.nack(BasicNackOptions {
+            multiple: false,
+            requeue: false,
+        });
+        amqp::within("refusing an oversized message", nack).await?;
+        let outcome = crate::handler::Outcome::Reject(String::new()).label();
+        self.shared
+            .metrics
+            .messages
+            .with_label_values(&[self.module, message.endpoint, outcome])
+            .inc();
+        let took = message.received_at.elapsed();
+        self.shared
+            .stats
+            .batch()
+            .message(self.module, message.endpoint, outcome, took, None);
+        tracing::warn!(
+            module = self.module,
+            endpoint = message.endpoint,
+            bytes = message.body.len(),
+            limit,
+            "dead-lettered unread: the body is over the size limit"
+        );
+        Ok(())
     }
 
     async fn acknowledge(&self, done: BatchDone<H::Message>) -> anyhow::Result<()> {

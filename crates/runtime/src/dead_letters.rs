@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
@@ -84,13 +84,40 @@ pub struct Selection {
     pub limit: i64,
 }
 
-const STORE: &str = "
-    INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id, attempts,
-                              headers, content_type, body, dead_at, fingerprint)
-    VALUES ($1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::bytea, $11::timestamptz,
-            encode(sha256(convert_to($1::text || '/' || $11::timestamptz::text || '/' || coalesce($6::text, ''), 'UTF8')
-                          || $10::bytea), 'hex'))
-    ON CONFLICT (queue, fingerprint) DO NOTHING";
+/// Stores a dead letter, once: `$1`–`$10` are its identity and reason, its body is `$11` or
+/// the row staged by [`insert_streamed`].
+macro_rules! store_sql {
+    ($body:literal, $from:literal) => {
+        concat!(
+            "INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id,
+                                       attempts, headers, content_type, dead_at, body, fingerprint)
+             SELECT $1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::timestamptz, ",
+            $body,
+            ", encode(sha256(convert_to($1::text || '/' || $10::timestamptz::text || '/'
+                                        || coalesce($6::text, ''), 'UTF8') || ",
+            $body,
+            "), 'hex') ",
+            $from,
+            " ON CONFLICT (queue, fingerprint) DO NOTHING"
+        )
+    };
+}
+
+const STORE: &str = store_sql!("$11::bytea", "");
+
+/// The same, with the body streamed into a temporary table first (see [`insert_streamed`]).
+const STORE_STAGED: &str = store_sql!("staged.body", "FROM pg_temp.omsc_dead_letter_body staged");
+
+const STAGE_TABLE: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS omsc_dead_letter_body (body bytea) ON COMMIT DELETE ROWS";
+
+const STAGE_BODY: &str = "COPY pg_temp.omsc_dead_letter_body (body) FROM STDIN (FORMAT binary)";
+
+/// Bodies larger than this are streamed to PostgreSQL in pieces of this size. Sent as a
+/// query parameter, a body is copied twice on its way out (the encoded message, then the
+/// connection's write buffer, which keeps its size for as long as the pooled connection
+/// lives): 24 MiB of memory for an 8 MiB body, kept afterwards.
+const STREAMED_BODY_BYTES: usize = 256 * 1024;
 
 const SELECT: &str = "
     SELECT id, queue, module, endpoint, reason, routing_key, message_id, attempts, headers,
@@ -242,7 +269,7 @@ async fn store_until_stored(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let letter = Letter::read(delivery);
+    let letter = Letter::read(delivery, shared.config.consume.limits().max_body_bytes);
     loop {
         match store(shared, spec, &letter, &delivery.data).await {
             Ok(()) => return Ok(()),
@@ -279,10 +306,12 @@ struct Letter {
 }
 
 impl Letter {
-    fn read(delivery: &lapin::message::Delivery) -> Self {
+    /// `size_limit` is this process's `OMSC_MAX_MESSAGE_BYTES`, which names why a consumer
+    /// refused a body unread.
+    fn read(delivery: &lapin::message::Delivery, size_limit: usize) -> Self {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let reason =
-            header_string(&headers, REASON_HEADER).unwrap_or_else(|| broker_reason(&headers));
+        let reason = header_string(&headers, REASON_HEADER)
+            .unwrap_or_else(|| broker_reason(&headers, delivery.data.len(), size_limit));
         let dead_at = header_string(&headers, DEAD_AT_HEADER)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc))
@@ -303,6 +332,25 @@ impl Letter {
             content_type: storable::optional(short(delivery.properties.content_type())),
             dead_at,
         }
+    }
+
+    /// `$1`–`$10` of the store statements.
+    fn params<'a>(
+        &'a self,
+        spec: &'a QueueSpec,
+    ) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &spec.name,
+            &self.module,
+            &self.endpoint,
+            &self.reason,
+            &self.routing_key,
+            &self.message_id,
+            &self.attempts,
+            &self.headers,
+            &self.content_type,
+            &self.dead_at,
+        ]
     }
 
     /// What is left when PostgreSQL refuses the letter's values: the reason, with why the rest
@@ -341,8 +389,8 @@ async fn store(
         .get()
         .await
         .map_err(|e| anyhow::anyhow!("database ({:?}): {e}", classify_pool(&e)))?;
-    let statement = client.prepare_cached(STORE).await?;
-    let refused = match insert(&client, &statement, spec, letter, body).await {
+    let mut client = client;
+    let refused = match insert(&mut client, spec, letter, body).await {
         Ok(()) => return Ok(()),
         Err(e) if storable::refused_for_its_values(&e) => e,
         Err(e) => return Err(e.into()),
@@ -354,7 +402,7 @@ async fn store(
         "the database refused a dead letter; storing its minimal form"
     );
     let minimal = letter.minimal(&refused);
-    let refused = match insert(&client, &statement, spec, &minimal, body).await {
+    let refused = match insert(&mut client, spec, &minimal, body).await {
         Ok(()) => return Ok(()),
         Err(e) if storable::refused_for_its_values(&e) => e,
         Err(e) => return Err(e.into()),
@@ -375,36 +423,67 @@ async fn store(
         .into_owned(),
         ..minimal
     };
-    insert(&client, &statement, spec, &bare, &[]).await?;
+    insert(&mut client, spec, &bare, &[]).await?;
     Ok(())
 }
 
 async fn insert(
-    client: &deadpool_postgres::Client,
-    statement: &tokio_postgres::Statement,
+    client: &mut deadpool_postgres::Client,
     spec: &QueueSpec,
     letter: &Letter,
     body: &[u8],
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            statement,
-            &[
-                &spec.name,
-                &letter.module,
-                &letter.endpoint,
-                &letter.reason,
-                &letter.routing_key,
-                &letter.message_id,
-                &letter.attempts,
-                &letter.headers,
-                &letter.content_type,
-                &body,
-                &letter.dead_at,
-            ],
-        )
-        .await?;
+    if body.len() > STREAMED_BODY_BYTES {
+        return insert_streamed(client, spec, letter, body).await;
+    }
+    let statement = client.prepare_cached(STORE).await?;
+    let mut params = letter.params(spec);
+    params.push(&body);
+    client.execute(&statement, &params).await?;
     Ok(())
+}
+
+/// Inserts a dead letter whose body goes to PostgreSQL in pieces, by `COPY` into a temporary
+/// table and from there into `dead_letters` with the same statement (and so the same
+/// fingerprint) as a small one: what the keeper holds of a body is the delivery itself.
+async fn insert_streamed(
+    client: &mut deadpool_postgres::Client,
+    spec: &QueueSpec,
+    letter: &Letter,
+    body: &[u8],
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(STAGE_TABLE).await?;
+    let sink = tx.copy_in::<_, bytes::Bytes>(STAGE_BODY).await?;
+    futures::pin_mut!(sink);
+    for piece in binary_copy_of_one_bytea(body) {
+        sink.send(piece).await?;
+    }
+    sink.finish().await?;
+    let statement = tx.prepare_cached(STORE_STAGED).await?;
+    tx.execute(&statement, &letter.params(spec)).await?;
+    tx.commit().await
+}
+
+/// The end of a binary `COPY`: a row of -1 fields.
+const COPY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// `body` as the binary `COPY` format's one row of one `bytea` column: the header, the row's
+/// field count and length, the body in pieces of [`STREAMED_BODY_BYTES`], the trailer.
+fn binary_copy_of_one_bytea(body: &[u8]) -> impl Iterator<Item = bytes::Bytes> + '_ {
+    let mut head = Vec::with_capacity(25);
+    head.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    head.extend_from_slice(&0i32.to_be_bytes()); // flags
+    head.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    head.extend_from_slice(&1i16.to_be_bytes()); // fields in the row
+    let length = i32::try_from(body.len()).expect("a body fits in a bytea");
+    head.extend_from_slice(&length.to_be_bytes());
+    std::iter::once(bytes::Bytes::from(head))
+        .chain(
+            body.chunks(STREAMED_BODY_BYTES)
+                .map(bytes::Bytes::copy_from_slice),
+        )
+        .chain(std::iter::once(bytes::Bytes::from_static(COPY_TRAILER)))
 }
 
 /// The server's own message when there is one ("unsupported Unicode escape sequence").
@@ -415,12 +494,19 @@ fn db_error_text(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The reason of a message the broker dead-lettered by itself.
-fn broker_reason(headers: &FieldTable) -> String {
+/// The reason of a message the broker dead-lettered by itself, or that a consumer rejected
+/// without reading it (only a body over the size limit is rejected so, see `consume.rs`).
+fn broker_reason(headers: &FieldTable, body_bytes: usize, size_limit: usize) -> String {
     match header_string(headers, "x-first-death-reason").as_deref() {
         Some("delivery_limit") => format!(
             "delivered more than {} times without being acknowledged: each worker that took it stopped before finishing (a crash or a kill while holding it)",
             crate::topology::DELIVERY_LIMIT
+        ),
+        Some("rejected") if body_bytes > size_limit => format!(
+            "message body is {body_bytes} bytes, over the limit of {size_limit} bytes (OMSC_MAX_MESSAGE_BYTES): refused unread"
+        ),
+        Some("rejected") => format!(
+            "refused unread by a consumer: its body of {body_bytes} bytes was over that consumer's OMSC_MAX_MESSAGE_BYTES"
         ),
         Some(other) => format!("dead-lettered by the broker ({other})"),
         None => "dead-lettered without a reason".into(),
