@@ -7,6 +7,8 @@
 //!   the bus's own words;
 //! - a 5xx, 408, 429, a timeout or a refused connection: unavailable, try again.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,9 +21,8 @@ use runtime::config::Secret;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::config::GatewayConfig;
+use crate::config::BusConfig;
 use crate::connector::BusConnector;
-use crate::metrics::GatewayMetrics;
 
 /// How much of a body is quoted in a reason.
 const QUOTE: usize = 300;
@@ -42,12 +43,16 @@ pub enum Answer {
 #[error("{0}")]
 pub struct Unavailable(pub String);
 
+/// Told the HTTP status of every answer of the bus (0: none came: a timeout, a refused
+/// connection), for a caller's metrics.
+pub type ResponseObserver = Arc<dyn Fn(u16) + Send + Sync>;
+
 pub struct BusClient {
     client: Client<BusConnector, Full<Bytes>>,
     base: String,
     timeout: Duration,
     oauth: Option<OAuth>,
-    metrics: GatewayMetrics,
+    observer: Option<ResponseObserver>,
 }
 
 struct OAuth {
@@ -65,7 +70,8 @@ struct Token {
 }
 
 impl BusClient {
-    pub fn new(config: &GatewayConfig, metrics: GatewayMetrics) -> anyhow::Result<Self> {
+    /// A client of the bus at `config.oms_url`; fails on a CA file that cannot be read.
+    pub fn new(config: &BusConfig) -> anyhow::Result<Self> {
         let base = config.oms_url.trim().trim_end_matches('/').to_owned();
         let connector = BusConnector::new(config.oms_ca_file.as_deref())?;
         let client = Client::builder(TokioExecutor::new())
@@ -86,13 +92,44 @@ impl BusClient {
             base,
             timeout: config.bus_timeout(),
             oauth,
-            metrics,
+            observer: None,
         })
+    }
+
+    /// Tells `observer` the status of every answer (the gateway counts them by class).
+    pub fn observe(mut self, observer: impl Fn(u16) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    fn observed(&self, status: u16) {
+        if let Some(observer) = &self.observer {
+            observer(status);
+        }
     }
 
     /// `{base}{path}`; `path` starts with `/`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// POSTs the JSON-RPC request `method` with `params`, under an id of its own, to `path`
+    /// (a synchronous query: `/remote/oms`) and reads the answer.
+    pub async fn request(
+        &self,
+        path: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Answer, Unavailable> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = format!(
+            "omsc-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.call(path, Bytes::from(body.to_string())).await
     }
 
     /// POSTs a JSON-RPC request to `path` and reads the answer.
@@ -142,18 +179,18 @@ impl BusClient {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok((status, body))) => {
-                self.metrics.http("outbound", status.as_u16());
+                self.observed(status.as_u16());
                 Ok((status, body))
             }
             Ok(Err(e)) => {
-                self.metrics.http("outbound", 0);
+                self.observed(0);
                 Err(Unavailable(format!(
                     "cannot reach the bus at {url}: {}",
                     chain(&*e)
                 )))
             }
             Err(_) => {
-                self.metrics.http("outbound", 0);
+                self.observed(0);
                 Err(Unavailable(format!(
                     "the bus at {url} did not answer within {:.1}s",
                     self.timeout.as_secs_f64()
