@@ -70,8 +70,9 @@ deploy-check: ## Validate deploy/: Kubernetes and KEDA schemas, kustomize, compo
 	@scripts/monitoring-check.sh
 
 .PHONY: definitions
-definitions: ## Regenerate deploy/rabbitmq/definitions.json from the code (omsc topology definitions)
+definitions: ## Regenerate deploy/rabbitmq/definitions.json (and gateway-definitions.json) from the code (omsc topology definitions)
 	$(CARGO) run -q --bin omsc -- topology definitions > deploy/rabbitmq/definitions.json
+	$(CARGO) run -q --bin omsc -- topology definitions --gateway > deploy/rabbitmq/gateway-definitions.json
 
 .PHONY: scale-out
 scale-out: services ## Run replicas of each worker under load with a rolling restart; writes docs/scale-out.md

@@ -10,13 +10,19 @@
   only from the Secret, migrations in a Job and not in the workers; and every name an
   object refers to (Secret, ConfigMap, ServiceAccount, Service, …) held by the same
   rendering, but for the production Secret made outside the repository.
+- The service-bus gateway, in the renderings that talk to a bus (their ConfigMap sets
+  OMSC_OMS_URL) and in no other: its Deployment like a module's (queue connector.gateway),
+  its HTTP port where OMSC_GATEWAY_ADDR listens, a Service and an Ingress with TLS that reach
+  that port, network policies that let the deliveries in and the calls to the bus out, the
+  callback URL set, and its secrets only from the Secret.
 - compose.yaml: against the Compose specification's JSON schema, and a worker service per
   module.
 - The Dockerfile: its structure (there is no Docker engine nor hadolint here to build or
   lint it).
 
-The modules come from deploy/rabbitmq/definitions.json, which a test keeps equal to what
-the workers declare (`omsc topology definitions`), and the binaries from the Cargo
+The modules come from deploy/rabbitmq/definitions.json, and the gateway's queue from
+deploy/rabbitmq/gateway-definitions.json, which a test keeps equal to what the workers
+declare (`omsc topology definitions`, `--gateway`), and the binaries from the Cargo
 manifests. `--self-test` breaks each rule on purpose and checks that it is caught.
 
 Usage: deploy_check.py [--self-test]    (run by scripts/deploy-check.sh, in .venv)
@@ -40,7 +46,7 @@ from cloudcoil.models.keda import v1alpha1 as keda
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/dev", "k8s/overlays/prod"]
+KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/dev", "k8s/overlays/prod", "k8s/overlays/bus"]
 # The oldest Kubernetes the manifests are for (matchLabelKeys, unhealthyPodEvictionPolicy)
 # and the newest the schemas know: an API removed in between fails here.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -48,6 +54,11 @@ METRICS_PORT = 9464
 # The runtime's own margin after OMSC_DRAIN_TIMEOUT_SECS before it gives up on its tasks.
 RUNTIME_DRAIN_MARGIN_SECS = 2
 SECRET_KEYS = {"DATABASE_URL", "AMQP_URL"}
+# Secrets a worker may have; when it has them, only from a Secret.
+OPTIONAL_SECRET_KEYS = {"OMSC_REGISTRATION_SECRET", "OMSC_OMS_OAUTH_CLIENT_SECRET"}
+# The gateway's HTTP port (OMSC_GATEWAY_ADDR's default) and the port the bus is called on.
+GATEWAY_PORT = 9480
+HTTPS_PORT = 443
 
 
 class Problems(list):
@@ -133,7 +144,18 @@ def env_value(container: dict, name: str):
     return None
 
 
-def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], binaries: set[str], problems: Problems) -> None:
+def gateway_port(container: dict) -> int:
+    """The port OMSC_GATEWAY_ADDR makes the gateway listen on."""
+    var = env_value(container, "OMSC_GATEWAY_ADDR")
+    value = (var or {}).get("value", f"0.0.0.0:{GATEWAY_PORT}")
+    try:
+        return int(value.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], binaries: set[str], problems: Problems,
+                gateway: dict[str, str] | None = None) -> None:
     by_kind: dict[str, list[dict]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
@@ -147,6 +169,16 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
     scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind.get("ScaledObject", [])}
     auths = {a["metadata"]["name"]: a for a in by_kind.get("TriggerAuthentication", [])}
     here = f"{kustomization}"
+
+    # The gateway belongs to the renderings that talk to a bus, and to them alone.
+    bus = config.get("OMSC_OMS_URL", "").strip()
+    if bus:
+        modules = {**modules, **(gateway or {})}
+        if not config.get("OMSC_CALLBACK_URL", "").strip():
+            problems.add(here, "OMSC_OMS_URL is set but not OMSC_CALLBACK_URL: the bus would not know where to deliver")
+    elif "omsc-gateway" in deployments:
+        problems.add(here, "Deployment omsc-gateway runs without OMSC_OMS_URL in the ConfigMap: it would talk to no bus")
+        deployments.pop("omsc-gateway")
 
     expected = {f"omsc-{module}" for module in modules}
     for missing in sorted(expected - deployments.keys()):
@@ -199,6 +231,10 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
         for key in SECRET_KEYS:
             var = env_value(container, key)
             if not var or "secretKeyRef" not in var.get("valueFrom", {}):
+                problems.add(where, f"{key} must come from a Secret")
+        for key in OPTIONAL_SECRET_KEYS:
+            var = env_value(container, key)
+            if var is not None and "secretKeyRef" not in var.get("valueFrom", {}):
                 problems.add(where, f"{key} must come from a Secret")
         if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
             problems.add(where, "the root filesystem should be read-only")
@@ -258,13 +294,54 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
             for s in by_kind.get("Service", [])
         ):
             problems.add(where, "no metrics Service for its pods")
+        # Policies add up: what any policy that selects the pods allows, they may do.
         policies = [n for n in by_kind.get("NetworkPolicy", []) if selects(n["spec"].get("podSelector", {}))]
         if not policies:
             problems.add(where, "no NetworkPolicy applies to its pods")
-        for n in policies:
-            egress = {p.get("port") for rule in n["spec"].get("egress", []) for p in rule.get("ports", [])}
-            if not {5432, 5672} <= egress:
-                problems.add(f"{here} NetworkPolicy/{n['metadata']['name']}", "the workers must reach PostgreSQL and RabbitMQ")
+        egress = {p.get("port") for n in policies for rule in n["spec"].get("egress", []) for p in rule.get("ports", [])}
+        ingress = {p.get("port") for n in policies for rule in n["spec"].get("ingress", []) for p in rule.get("ports", [])}
+        if policies and not {5432, 5672} <= egress:
+            problems.add(where, "its network policies must let it reach PostgreSQL and RabbitMQ")
+
+        if module == "gateway":
+            listens = gateway_port(container)
+            if ports.get("http") != listens:
+                problems.add(where, f"its port named http is not {listens}, where OMSC_GATEWAY_ADDR listens")
+            if policies and listens not in ingress:
+                problems.add(where, f"its network policies do not let the bus's deliveries in on {listens}")
+            if policies and HTTPS_PORT not in egress:
+                problems.add(where, f"its network policies do not let it call the bus on {HTTPS_PORT}")
+            services = [
+                s for s in by_kind.get("Service", [])
+                if selects_only_module({"matchLabels": s["spec"].get("selector", {})})
+                and any(p.get("targetPort") in ("http", listens) for p in s["spec"].get("ports", []))
+            ]
+            if not services:
+                problems.add(where, f"no Service reaches its port {listens}")
+            served = {
+                (s["metadata"]["name"], key)
+                for s in services for p in s["spec"].get("ports", []) if p.get("targetPort") in ("http", listens)
+                for key in (p.get("name"), p.get("port"))
+            }
+            ingresses = by_kind.get("Ingress", [])
+            reaching = []
+            for ing in ingresses:
+                iw = f"{here} Ingress/{ing['metadata']['name']}"
+                for rule in ing["spec"].get("rules", []):
+                    for path in rule.get("http", {}).get("paths", []):
+                        backend = path.get("backend", {}).get("service", {})
+                        port = backend.get("port", {})
+                        key = port.get("name", port.get("number"))
+                        if (backend.get("name"), key) in served:
+                            reaching.append((ing, rule.get("host")))
+                        elif backend.get("name") in {s["metadata"]["name"] for s in services}:
+                            problems.add(iw, f"its backend port {key} is not the gateway Service's port for {listens}")
+            if not reaching:
+                problems.add(where, "no Ingress reaches it: the bus cannot deliver")
+            for ing, host in reaching:
+                covered = {h for tls in ing["spec"].get("tls", []) for h in tls.get("hosts", [])}
+                if host not in covered:
+                    problems.add(f"{here} Ingress/{ing['metadata']['name']}", f"{host} is served without TLS")
 
     jobs = by_kind.get("Job", [])
     migrations = [j for j in jobs if j["spec"]["template"]["spec"]["containers"][0].get("command", [])[-2:] == ["/usr/local/bin/omsc", "migrate"][-2:] or
@@ -279,7 +356,7 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
         for secret in by_kind.get("Secret", []):
             problems.add(f"{here} Secret/{secret['metadata']['name']}", "production credentials do not belong in the repository")
     for cm in by_kind.get("ConfigMap", []):
-        for key in SECRET_KEYS & set(cm.get("data", {})):
+        for key in (SECRET_KEYS | OPTIONAL_SECRET_KEYS) & set(cm.get("data", {})):
             problems.add(f"{here} ConfigMap/{cm['metadata']['name']}", f"{key} carries a password: it belongs in the Secret")
 
 
@@ -289,6 +366,8 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
 EXTERNAL = {
     "k8s/base": {("Secret", "omsc-secrets")},
     "k8s/overlays/prod": {("Secret", "omsc-secrets")},
+    # And the certificate of the callback URL, made by cert-manager or by hand.
+    "k8s/overlays/bus": {("Secret", "omsc-secrets"), ("Secret", "omsc-gateway-tls")},
 }
 
 
@@ -354,12 +433,12 @@ def check_references(docs: list[dict], kustomization: str, problems: Problems) -
                 problems.add(f"{kustomization} {name_of(doc)}", f"{field} names {kind} {name}, which this rendering does not hold")
 
 
-def check_kubernetes(modules, binaries, problems: Problems, rendered=None) -> dict[str, list[dict]]:
+def check_kubernetes(modules, binaries, problems: Problems, rendered=None, gateway=None) -> dict[str, list[dict]]:
     rendered = rendered or {k: render(k) for k in KUSTOMIZATIONS}
     for kustomization, docs in rendered.items():
         for doc in docs:
             check_schema(doc, f"{kustomization} {name_of(doc)}", problems)
-        check_rules(docs, kustomization, modules, binaries, problems)
+        check_rules(docs, kustomization, modules, binaries, problems, gateway)
         check_references(docs, kustomization, problems)
     return rendered
 
@@ -377,7 +456,7 @@ def check_compose_schema(path: Path, problems: Problems) -> None:
         problems.add(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "does not follow the Compose specification:\n" + result.stdout + result.stderr)
 
 
-def check_compose_rules(compose: dict, modules: dict[str, str], problems: Problems) -> None:
+def check_compose_rules(compose: dict, modules: dict[str, str], problems: Problems, gateway: dict[str, str] | None = None) -> None:
     where = "deploy/compose.yaml"
     services = compose.get("services", {})
     workers = {}
@@ -387,10 +466,24 @@ def check_compose_rules(compose: dict, modules: dict[str, str], problems: Proble
             workers[Path(entry[0]).name.removeprefix("omsc-")] = (name, service)
     for module in sorted(modules.keys() - workers.keys()):
         problems.add(where, f"no worker service runs omsc-{module}")
+    # The gateway is there for a bus only: behind a profile, with the bus's URL, and it
+    # publishes its HTTP port (the bus's way in) and nothing else.
+    for module in sorted((gateway or {}).keys() & workers.keys()):
+        name, service = workers[module]
+        env = service.get("environment", {})
+        if not service.get("profiles"):
+            problems.add(f"{where} {name}", "the gateway starts only with a profile: without a bus it has nothing to do")
+        if not str(env.get("OMSC_OMS_URL", "")).strip():
+            problems.add(f"{where} {name}", "the gateway needs OMSC_OMS_URL")
+        published = [str(p).rsplit(":", 1)[-1] for p in service.get("ports", [])]
+        if published != [str(GATEWAY_PORT)]:
+            problems.add(f"{where} {name}", f"the gateway publishes its port {GATEWAY_PORT} alone, not {published}")
     if "migrate" not in services or services["migrate"].get("command") != ["migrate"]:
         problems.add(where, "a migrate service runs `omsc migrate` before the workers")
     for module, (name, service) in workers.items():
         env = service.get("environment", {})
+        if module in (gateway or {}):
+            service = {k: v for k, v in service.items() if k != "ports"}
         if str(env.get("OMSC_MIGRATE")) != "false":
             problems.add(f"{where} {name}", "workers must not migrate (OMSC_MIGRATE=false)")
         if service.get("depends_on", {}).get("migrate", {}).get("condition") != "service_completed_successfully":
@@ -487,20 +580,25 @@ def check_dockerfile(text: str, ignore: str, binaries: set[str], problems: Probl
 def inputs():
     definitions = json.loads((DEPLOY / "rabbitmq/definitions.json").read_text())
     modules = module_queues(definitions)
+    gateway = module_queues(json.loads((DEPLOY / "rabbitmq/gateway-definitions.json").read_text()))
     binaries = {b for b in workspace_binaries() if b.startswith("omsc")}
-    return modules, binaries
+    return modules, gateway, binaries
 
 
 def check_all() -> Problems:
     problems = Problems()
-    modules, binaries = inputs()
+    modules, gateway, binaries = inputs()
     if not modules:
         problems.add("deploy/rabbitmq/definitions.json", "no module queue")
-    rendered = check_kubernetes(modules, binaries, problems)
+    if set(gateway) != {"gateway"}:
+        problems.add("deploy/rabbitmq/gateway-definitions.json", f"holds {sorted(gateway)}, not the gateway's queue alone")
+    rendered = check_kubernetes(modules, binaries, problems, gateway=gateway)
+    if not any("omsc-gateway" in {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"} for docs in rendered.values()):
+        problems.add("deploy/k8s", "no rendering deploys the gateway (deploy/k8s/overlays/bus)")
     count = sum(len(docs) for docs in rendered.values())
     compose_path = DEPLOY / "compose.yaml"
     check_compose_schema(compose_path, problems)
-    check_compose_rules(yaml.safe_load(compose_path.read_text()), modules, problems)
+    check_compose_rules(yaml.safe_load(compose_path.read_text()), modules, problems, gateway)
     check_dockerfile(
         (DEPLOY / "docker/Dockerfile").read_text(),
         (DEPLOY / "docker/Dockerfile.dockerignore").read_text(),
@@ -509,13 +607,13 @@ def check_all() -> Problems:
     if not problems:
         print(f"deploy-check: {count} Kubernetes objects in {len(rendered)} renderings valid against "
               f"Kubernetes {' and '.join(KUBERNETES_VERSIONS)} and KEDA; modules {', '.join(sorted(modules))} "
-              f"deployed; compose.yaml and the Dockerfile are sound")
+              f"deployed, and the gateway where a bus is set; compose.yaml and the Dockerfile are sound")
     return problems
 
 
 def self_test() -> int:
     """Each rule, broken on purpose, must be reported: a check that cannot fail checks nothing."""
-    modules, binaries = inputs()
+    modules, gateway, binaries = inputs()
     rendered = {k: render(k) for k in KUSTOMIZATIONS}
     base = rendered["k8s/overlays/prod"]
 
@@ -531,6 +629,36 @@ def self_test() -> int:
 
     def container(docs):
         return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+    def named(docs, kind, name):
+        return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+    def bus_case(mutate):
+        docs = copy.deepcopy(rendered["k8s/overlays/bus"])
+        mutate(docs)
+        problems = Problems()
+        check_kubernetes(modules, binaries, problems, {"k8s/overlays/bus": docs}, gateway)
+        return problems
+
+    def set_env(c, name, value):
+        """Replaces the variable `name` of container `c` by a plain value."""
+        c["env"] = [e for e in c["env"] if e["name"] != name] + [{"name": name, "value": value}]
+
+    def gateway_container(docs):
+        return named(docs, "Deployment", "omsc-gateway")["spec"]["template"]["spec"]["containers"][0]
+
+    def bus_config(docs):
+        return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("omsc-config"))["data"]
+
+    def add_gateway_to_prod(docs):
+        docs.append(copy.deepcopy(named(rendered["k8s/overlays/bus"], "Deployment", "omsc-gateway")))
+
+    def prod_with_gateway():
+        problems = Problems()
+        docs = copy.deepcopy(base)
+        add_gateway_to_prod(docs)
+        check_rules(docs, "k8s/overlays/prod", modules, binaries, problems, gateway)
+        return problems
 
     def dev_case(mutate):
         docs = copy.deepcopy(rendered["k8s/overlays/dev"])
@@ -552,7 +680,7 @@ def self_test() -> int:
         doc = copy.deepcopy(compose)
         mutate(doc)
         problems = Problems()
-        check_compose_rules(doc, modules, problems)
+        check_compose_rules(doc, modules, problems, gateway)
         return problems
 
     def compose_schema_case(mutate):
@@ -593,6 +721,22 @@ def self_test() -> int:
         "a ScaledObject naming a missing Deployment": k8s_case(lambda d: find(d, "ScaledObject")["spec"]["scaleTargetRef"].update(name="omsc-gone")),
         "compose: an unknown key": compose_schema_case(lambda c: c["services"]["postgres"].update(restart_policy="always")),
         "compose: a module without a worker": compose_case(lambda c: c["services"].pop(next(n for n, s in c["services"].items() if s.get("entrypoint")))),
+        "a registration secret in plain sight": k8s_case(lambda d: set_env(container(d), "OMSC_REGISTRATION_SECRET", "s3cret")),
+        "a gateway without a bus": prod_with_gateway(),
+        "a bus without the gateway": bus_case(lambda d: d.remove(named(d, "Deployment", "omsc-gateway"))),
+        "a bus without a callback URL": bus_case(lambda d: bus_config(d).pop("OMSC_CALLBACK_URL")),
+        "a gateway listening elsewhere than its http port": bus_case(lambda d: set_env(gateway_container(d), "OMSC_GATEWAY_ADDR", "0.0.0.0:9999")),
+        "a gateway scaling on another queue": bus_case(lambda d: named(d, "ScaledObject", "omsc-gateway")["spec"]["triggers"][0]["metadata"].update(queueName="connector.inventory")),
+        "a gateway Service without its http port": bus_case(lambda d: named(d, "Service", "omsc-gateway")["spec"]["ports"].pop()),
+        "an Ingress on a port the Service lacks": bus_case(lambda d: named(d, "Ingress", "omsc-gateway")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"].update(name="metricz")),
+        "an Ingress without TLS": bus_case(lambda d: named(d, "Ingress", "omsc-gateway")["spec"].pop("tls")),
+        "no Ingress to the gateway": bus_case(lambda d: d.remove(named(d, "Ingress", "omsc-gateway"))),
+        "a policy that keeps the bus's deliveries out": bus_case(lambda d: named(d, "NetworkPolicy", "omsc-gateway")["spec"]["ingress"][0]["ports"][0].update(port=9481)),
+        "a policy that keeps the gateway from the bus": bus_case(lambda d: named(d, "NetworkPolicy", "omsc-gateway")["spec"].pop("egress")),
+        "an OAuth secret in plain sight": bus_case(lambda d: set_env(gateway_container(d), "OMSC_OMS_OAUTH_CLIENT_SECRET", "s3cret")),
+        "compose: a gateway without a profile": compose_case(lambda c: c["services"]["gateway"].pop("profiles")),
+        "compose: a gateway publishing its metrics port": compose_case(lambda c: c["services"]["gateway"]["ports"].append("127.0.0.1:9464:9464")),
+        "compose: a gateway without a bus": compose_case(lambda c: c["services"]["gateway"]["environment"].pop("OMSC_OMS_URL")),
         "Dockerfile: running as root": docker_case("USER 65532:65532", "USER root"),
         "Dockerfile: one stage": docker_case("FROM gcr.io/distroless/cc-debian12:nonroot AS runtime", "RUN true"),
         "Dockerfile: a binary left behind": docker_case("-name 'omsc*'", "-name 'omsc'"),

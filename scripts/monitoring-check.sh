@@ -38,7 +38,9 @@ expr = text.split("alert: OmscModuleDown", 1)[1].split("- alert:", 1)[0]
 named = set(re.findall(r'absent\(omsc_ready\{module="([a-z]+)"\}\)', expr))
 bound = {b["destination"] for b in json.load(open(definitions))["bindings"]}
 modules = {q.split("connector.", 1)[1] for q in bound if q.startswith("connector.")}
-# The gateway runs only where the OMS talks HTTP (OMSC_OMS_URL): its absence is no outage.
+# The gateway runs only where the OMS talks HTTP (OMSC_OMS_URL): its absence is no outage,
+# so it is not named (alerts.yml says why; alerts.test.yml shows a gateway that is not ready
+# still fires). Its queue is in gateway-definitions.json, so this only guards a change there.
 modules -= {"gateway"}
 if named != modules:
     sys.exit(f"monitoring-check: OmscModuleDown names {sorted(named)}, the code's modules are {sorted(modules)}")

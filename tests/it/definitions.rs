@@ -22,6 +22,15 @@ fn committed() -> String {
     std::fs::read_to_string(path).expect("deploy/rabbitmq/definitions.json")
 }
 
+/// The gateway's part, imported only where the OMS talks through its bus.
+fn committed_gateway() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/rabbitmq/gateway-definitions.json"
+    );
+    std::fs::read_to_string(path).expect("deploy/rabbitmq/gateway-definitions.json")
+}
+
 fn rabbitmqctl(args: &[&str]) {
     let output = Command::new("rabbitmqctl")
         .args(args)
@@ -60,6 +69,30 @@ fn the_committed_definitions_are_what_the_code_declares() {
         generated == committed(),
         "deploy/rabbitmq/definitions.json differs from the code's topology: run `make definitions`"
     );
+    let output = Command::new(binary("omsc"))
+        .args(["topology", "definitions", "--gateway"])
+        .env_remove("OMSC_PREFIX")
+        .env_remove("OMSC_QUEUE_TYPE")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let generated = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        generated == committed_gateway(),
+        "deploy/rabbitmq/gateway-definitions.json differs from the gateway's topology: run `make definitions`"
+    );
+    // The modules' file binds nothing to commerce.events: on a broker whose OMS consumes that
+    // exchange itself, a queue bound there that no gateway consumes would keep a copy of
+    // every message the connector sends.
+    let modules: serde_json::Value = serde_json::from_str(&committed()).unwrap();
+    assert!(
+        modules["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["source"] == "oms.events"),
+        "only the gateway's definitions bind to commerce.events"
+    );
 }
 
 #[tokio::test]
@@ -77,6 +110,11 @@ async fn imported_definitions_match_a_workers_declaration_and_route_messages() {
     rabbitmqctl(&["set_permissions", "-p", &vhost.0, "guest", ".*", ".*", ".*"]);
     rabbitmqctl(&["import_definitions", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);
+    let gateway_definitions =
+        committed_gateway().replace("\"vhost\": \"/\"", &format!("\"vhost\": \"{}\"", vhost.0));
+    std::fs::write(&file, gateway_definitions).unwrap();
+    rabbitmqctl(&["import_definitions", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
 
     let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", vhost.0);
     let connection = Connection::connect(&url, ConnectionProperties::default())
@@ -90,6 +128,9 @@ async fn imported_definitions_match_a_workers_declaration_and_route_messages() {
         .declare(&channel, &inventory::QUEUE)
         .await
         .expect("the imported queues are the ones a worker declares");
+    gateway::topology::declare(&channel, &topology)
+        .await
+        .expect("the imported gateway queues are the ones the gateway declares");
 
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -159,6 +200,18 @@ async fn imported_definitions_match_a_workers_declaration_and_route_messages() {
     assert_eq!(
         take(main.clone(), Duration::from_secs(30)).await,
         b"retried"
+    );
+
+    // What the connector sends reaches the gateway's queue.
+    publish(
+        topology.commerce_exchange(),
+        protocol::sales::methods::CREATE.into(),
+        b"to the bus",
+    )
+    .await;
+    assert_eq!(
+        take(topology.queue(&gateway::QUEUE), PATIENCE).await,
+        b"to the bus"
     );
     let _ = connection.close(200, "done".into()).await;
 }

@@ -321,6 +321,29 @@ async fn a_method_no_module_consumes_is_answered_32601_and_kept_as_a_dead_letter
             .await,
         1.0
     );
+    // This gateway has no bus to send to (no OMSC_OMS_URL): its queue is declared for the
+    // dead letters, but not bound to commerce.events, where nothing would drain it.
+    let connection = amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            env.queue("commerce.events").into(),
+            protocol::sales::methods::CREATE.into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"{}",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!confirm.is_nack());
+    assert_eq!(env.depth_if_declared("connector.gateway").await, Some(0));
+    let _ = connection.close(200, "done".into()).await;
     worker.stop().await;
     env.teardown().await;
 }

@@ -1,6 +1,8 @@
 //! A bus for the gateway's tests, behaving as TRANSPORT.md describes: JSON-RPC over HTTP,
-//! `{base}/`, `{base}/delegate/{app}`, `{base}/events`, `{base}/oauth/token`; it answers 200
-//! with a result, or in the error-string style of the public simulators. It records what it
+//! `{base}/`, `{base}/delegate/{app}`, `{base}/events`, `{base}/oauth/token`, and
+//! `{base}/remote/oms` for `source_repository.search` (pages of the sources it was given, in
+//! the shape of `magento.inventory.source_collection`); it answers 200 with a result, or in
+//! the error-string style of the public simulators. It records what it
 //! was sent and what it answered, and can be taken down and brought back.
 
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,10 @@ struct BusState {
     require_token: bool,
     /// The next call with this token gets 401 (the bus revoked it).
     revoked: Option<String>,
+    /// What `source_repository.search` pages through.
+    sources: Vec<Value>,
+    /// Methods refused with `"error": "<text>"`, whatever the id.
+    refuse_method: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -112,6 +118,20 @@ impl TestBus {
         self.state.lock().unwrap().revoked = Some(token.to_owned());
     }
 
+    /// The sources the OMS knows, for `source_repository.search`.
+    pub fn set_sources(&self, sources: Vec<Value>) {
+        self.state.lock().unwrap().sources = sources;
+    }
+
+    /// Refuses every call of `method` with `"error": text`.
+    pub fn refuse_method(&self, method: &str, text: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .refuse_method
+            .push((method.to_owned(), text.to_owned()));
+    }
+
     pub fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.clone()
     }
@@ -164,6 +184,12 @@ async fn answer(
         .refuse
         .iter()
         .find(|(refused, _)| id == refused.as_str())
+        .or_else(|| {
+            state
+                .refuse_method
+                .iter()
+                .find(|(method, _)| parsed["method"] == method.as_str())
+        })
     {
         (
             StatusCode::OK,
@@ -183,6 +209,30 @@ async fn answer(
         (
             StatusCode::OK,
             json!({"jsonrpc": "2.0", "id": id, "result": endpoint}),
+        )
+    } else if path == "/remote/oms"
+        && parsed["method"] == protocol::inventory::methods::SOURCE_SEARCH
+    {
+        // magento.common.query in, magento.inventory.source_collection out.
+        let query = &parsed["params"]["query"];
+        let offset = query["offset"].as_u64().unwrap_or(0) as usize;
+        let size = query["size"].as_u64().unwrap_or(1000) as usize;
+        let items: Vec<Value> = state
+            .sources
+            .iter()
+            .skip(offset)
+            .take(size)
+            .cloned()
+            .collect();
+        let page = json!({
+            "items": items,
+            "offset": offset,
+            "size": size,
+            "total": state.sources.len(),
+        });
+        (
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "id": id, "result": page}),
         )
     } else {
         (

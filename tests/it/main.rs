@@ -38,6 +38,7 @@ mod sales_export;
 mod sales_support;
 mod scale;
 mod secrets;
+mod sources_sync;
 mod startup;
 mod stock;
 mod tls;

@@ -67,7 +67,11 @@ impl BrokerLink {
         let publisher = amqp::within("opening a channel", Publisher::open(&connection)).await?;
         if config.declare_topology {
             // The exchange the modules' queues are bound to, and the gateway's own queues
-            // (the dead-letter queue takes the requests no module consumes).
+            // (the dead-letter queue takes the requests no module consumes), but not their
+            // bindings to commerce.events: those are the outbound consumer's to declare. A
+            // gateway without a bus to send to (no OMSC_OMS_URL) would otherwise bind a queue
+            // that nothing consumes, and it would keep a copy of everything the connector
+            // sends.
             let topology = &self.shared.topology;
             let declare = publisher.channel().exchange_declare(
                 ShortString::from(topology.oms_exchange()),
@@ -81,7 +85,7 @@ impl BrokerLink {
             amqp::within("declaring oms.events", declare).await?;
             amqp::within(
                 "declaring the gateway's queues",
-                crate::topology::declare(publisher.channel(), topology),
+                topology.declare(publisher.channel(), &crate::QUEUE),
             )
             .await?;
         }

@@ -15,7 +15,6 @@
 pub mod broker;
 pub mod bus;
 pub mod config;
-mod connector;
 pub mod inbound;
 pub mod jsonrpc;
 pub mod metrics;
@@ -59,8 +58,12 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
     });
     if config.enabled() {
         let client = Arc::new(
-            bus::BusClient::new(config, metrics.clone())
-                .context("setting up the HTTP client for the bus")?,
+            bus::BusClient::new(&config.bus)
+                .context("setting up the HTTP client for the bus")?
+                .observe({
+                    let metrics = metrics.clone();
+                    move |status| metrics.http("outbound", status)
+                }),
         );
         runtime.shared().stats.add_module(outbound::MODULE);
         let hold = config.hold();

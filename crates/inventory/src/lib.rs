@@ -3,10 +3,13 @@
 
 mod handler;
 mod settler;
+pub mod source_sync;
 mod sources;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+use bus_client::BusConfig;
 use clap::Args;
 use prometheus::{IntCounterVec, Opts};
 use runtime::{QueueSpec, Runtime};
@@ -77,5 +80,24 @@ pub fn install(runtime: &mut Runtime, config: &InventoryConfig) -> anyhow::Resul
         settler::BEAT_EVERY,
         move |shared, beat, shutdown| settler::run(shared, settle, metrics, beat, shutdown),
     );
+    Ok(())
+}
+
+/// [`install`], and when the OMS talks through a service bus (`bus` with `OMSC_OMS_URL`), the
+/// sync of its sources at start ([`source_sync`]), in the background: the consumer does not
+/// wait for it, and a failure is retried.
+pub fn install_with_bus(
+    runtime: &mut Runtime,
+    config: &InventoryConfig,
+    bus: Option<&BusConfig>,
+) -> anyhow::Result<()> {
+    install(runtime, config)?;
+    if let Some(bus) = bus.filter(|bus| bus.enabled()) {
+        let client = bus_client::BusClient::new(bus)
+            .context("setting up the HTTP client for the bus (source sync)")?;
+        runtime.add_once("inventory source sync", move |shared, shutdown| {
+            source_sync::run_at_start(shared.pool, client, shutdown)
+        });
+    }
     Ok(())
 }

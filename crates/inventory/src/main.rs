@@ -13,6 +13,9 @@ struct Cli {
     runtime: runtime::RuntimeConfig,
     #[command(flatten)]
     inventory: inventory::InventoryConfig,
+    /// The OMS's service bus, when it talks through one: its sources are read at start.
+    #[command(flatten)]
+    bus: bus_client::BusConfig,
 }
 
 #[tokio::main]
@@ -20,6 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     runtime::telemetry::init(cli.runtime.log_format);
     let mut app = runtime::Runtime::build(cli.runtime).await?;
-    inventory::install(&mut app, &cli.inventory)?;
+    inventory::install_with_bus(&mut app, &cli.inventory, Some(&cli.bus))?;
     app.run_until(runtime::shutdown_signal()).await
 }

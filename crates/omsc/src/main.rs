@@ -9,6 +9,7 @@ mod registration;
 mod returns_cmd;
 mod settings;
 mod simulate_cmd;
+mod sources_cmd;
 mod status;
 mod terminal;
 mod topology_cmd;
@@ -106,6 +107,15 @@ enum Command {
     },
     /// The registration, the recorded modules, the outbox and the catalog exports.
     Status(DatabaseArgs),
+    /// Sources: `sync` reads every source the OMS knows from its service bus.
+    Sources {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        bus: bus_client::BusConfig,
+        #[command(subcommand)]
+        command: sources_cmd::Command,
+    },
 }
 
 #[derive(Args)]
@@ -182,15 +192,17 @@ const ALL_MODULES: &[Module] = &[
     Module::Catalog,
 ];
 
-/// Adds `module` to a runtime.
+/// Adds `module` to a runtime; with `bus` (the OMS talks through its service bus), the
+/// inventory module reads the sources from it at start.
 fn install(
     app: &mut runtime::Runtime,
     module: Module,
     inventory_config: &inventory::InventoryConfig,
     catalog_config: &catalog::CatalogConfig,
+    bus: Option<&bus_client::BusConfig>,
 ) -> anyhow::Result<()> {
     match module {
-        Module::Inventory => inventory::install(app, inventory_config),
+        Module::Inventory => inventory::install_with_bus(app, inventory_config, bus),
         Module::Sales => sales::install(app),
         Module::Postsales => postsales::install(app),
         Module::Catalog => catalog::install(app, catalog_config),
@@ -251,6 +263,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Register(args) => register(args).await,
         Command::Unregister { runtime } => registration::unregister(&runtime).await,
         Command::Status(db) => status::run(&db.database_url).await,
+        Command::Sources { db, bus, command } => {
+            runtime::telemetry::init(runtime::config::LogFormat::Text);
+            sources_cmd::run(&db.database_url, &bus, command).await
+        }
     }
 }
 
@@ -263,11 +279,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime::telemetry::init(args.runtime.log_format);
     let mut app = runtime::Runtime::build(args.runtime).await?;
     for module in modules {
-        install(&mut app, *module, &args.inventory, &args.catalog)?;
+        install(
+            &mut app,
+            *module,
+            &args.inventory,
+            &args.catalog,
+            Some(&args.gateway.bus),
+        )?;
     }
     if args.gateway.enabled() {
         let gateway = gateway::install(&mut app, &args.gateway)?;
-        tracing::info!(bus = %args.gateway.oms_url, listening = %gateway.inbound_addr, "service-bus gateway enabled");
+        tracing::info!(bus = %args.gateway.bus.oms_url, listening = %gateway.inbound_addr, "service-bus gateway enabled");
     }
     tracing::info!(http = %app.http_addr(), methods = app.consumed_methods().len(), "oms-connector starting");
     app.run_until(runtime::shutdown_signal()).await
@@ -280,7 +302,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     config.http_addr = ([127, 0, 0, 1], 0).into();
     let mut app = runtime::Runtime::build(config).await?;
     for module in &args.modules {
-        install(&mut app, *module, &args.inventory, &args.catalog)?;
+        install(&mut app, *module, &args.inventory, &args.catalog, None)?;
     }
     registration::register(&args.runtime, app.modules()).await
 }

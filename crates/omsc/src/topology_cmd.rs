@@ -23,6 +23,12 @@ pub struct DefinitionsArgs {
     /// The virtual host the definitions are for.
     #[arg(long, default_value = "/")]
     vhost: String,
+    /// Only the service-bus gateway's queues and bindings (`connector.gateway`, bound to
+    /// `commerce.events`), for a broker whose OMS talks through its bus. Kept apart because
+    /// on any other broker nothing would consume that queue, and it would keep a copy of
+    /// every message the connector sends.
+    #[arg(long)]
+    gateway: bool,
 }
 
 /// Prints the definitions of `queues` (every module's queue).
@@ -30,7 +36,11 @@ pub fn run(command: Command, queues: &[QueueSpec]) -> anyhow::Result<()> {
     match command {
         Command::Definitions(args) => {
             let topology = runtime::Topology::new(&args.prefix, args.queue_type);
-            let doc = topology.definitions(queues, &args.vhost);
+            let doc = if args.gateway {
+                gateway::topology::definitions(&topology, &args.vhost)
+            } else {
+                topology.definitions(queues, &args.vhost)
+            };
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }

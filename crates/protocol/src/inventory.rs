@@ -29,6 +29,10 @@ pub mod methods {
         SOURCE_UPDATED,
         SOURCE_DELETED,
     ];
+
+    /// Every source the OMS knows, page by page: a synchronous query through the service
+    /// bus (`{base}/remote/oms`), which no queue is bound to, hence not in [`ALL`].
+    pub const SOURCE_SEARCH: &str = "magento.inventory.source_repository.search";
 }
 
 /// How a snapshot relates to the SKUs it leaves out (`magento.inventory.snapshot_mode`).
@@ -354,6 +358,79 @@ fn validate_source(raw: Value) -> Result<Source, Rejection> {
     })
 }
 
+/// The params of `source_repository.search` for the sources from `offset` on, `size` at
+/// most (`magento.common.query`), in id order so that pages neither overlap nor skip while
+/// the sources do not change.
+pub fn source_search_params(offset: u64, size: u64) -> Value {
+    serde_json::json!({
+        "query": {"offset": offset, "size": size, "order": {"id": "ASC"}}
+    })
+}
+
+/// One page of the answer to `source_repository.search` (`magento.inventory.source_collection`).
+#[derive(Debug)]
+pub struct SourcePage {
+    /// The offset the bus says this page starts at, when it says.
+    pub offset: Option<u64>,
+    /// How many sources match in all, when the bus says.
+    pub total: Option<u64>,
+    /// Each item as a source, or why it is not one (the rejection names `items[i]`).
+    pub items: Vec<Result<Source, Rejection>>,
+}
+
+/// Reads the `result` of `source_repository.search`. A page that is not a collection is
+/// refused as a whole; an item that is not a valid source is refused alone.
+pub fn parse_source_page(result: &Value) -> Result<SourcePage, Rejection> {
+    let Value::Object(page) = result else {
+        return Err(Rejection::new(format!(
+            "the answer is not a source collection: {}",
+            kind_of(result)
+        )));
+    };
+    let count = |field: &str| -> Result<Option<u64>, Rejection> {
+        match page.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
+            Some(other) => Err(Rejection::new(format!(
+                "\"{field}\" is not a count: {other}"
+            ))),
+        }
+    };
+    let items = match page.get("items") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                validate_source(item.clone()).map_err(|r| r.at(&format!("items[{i}]")))
+            })
+            .collect(),
+        Some(other) => {
+            return Err(Rejection::new(format!(
+                "\"items\" must be an array, not {}",
+                kind_of(other)
+            )));
+        }
+    };
+    Ok(SourcePage {
+        offset: count("offset")?,
+        total: count("total")?,
+        items,
+    })
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Parses the params of `source_management.deleted`: the id of the source.
 pub fn parse_source_deleted(params: &RawValue) -> Result<String, Rejection> {
     let wire: SourceDeletedParams = serde_json::from_str(params.get())
@@ -661,5 +738,39 @@ mod tests {
         assert_eq!(parsed.mode, SnapshotMode::NonZero);
         assert!(parsed.stock[0].unlimited);
         assert_eq!(parsed.created_on.timestamp_subsec_millis(), 500);
+    }
+
+    #[test]
+    fn a_source_page_is_read_leniently_and_its_bad_items_alone_are_refused() {
+        let page = parse_source_page(&serde_json::json!({
+            "offset": "100", "size": 100, "total": 102,
+            "items": [
+                {"id": "WH-1", "name": "One", "type": "Warehouse", "address": {}},
+                {"name": "no id"},
+            ],
+        }))
+        .unwrap();
+        assert_eq!((page.offset, page.total), (Some(100), Some(102)));
+        assert_eq!(page.items[0].as_ref().unwrap().id, "WH-1");
+        let refused = page.items[1].as_ref().unwrap_err().reason().to_owned();
+        assert!(
+            refused.starts_with("items[1]: ") && refused.contains("\"id\""),
+            "{refused}"
+        );
+
+        let empty = parse_source_page(&serde_json::json!({"total": 0})).unwrap();
+        assert!(empty.items.is_empty());
+        for bad in [
+            serde_json::json!(null),
+            serde_json::json!([]),
+            serde_json::json!({"items": {"id": "x"}}),
+            serde_json::json!({"items": [], "total": -1}),
+        ] {
+            assert!(parse_source_page(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            source_search_params(200, 100),
+            serde_json::json!({"query": {"offset": 200, "size": 100, "order": {"id": "ASC"}}})
+        );
     }
 }

@@ -232,6 +232,21 @@ impl Runtime {
         ));
     }
 
+    /// Adds a one-off task named `name`, started with the others once the database and the
+    /// broker are reachable, that ends when its work is done (a sync at start): its end is
+    /// no failure, so it has no `/readyz` line and never makes the process unready. It must
+    /// return soon after `shutdown` is cancelled.
+    pub fn add_once<F, Fut>(&mut self, name: &str, task: F)
+    where
+        F: FnOnce(Shared, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.starters.push(Start::own(
+            name,
+            Box::new(move |shared, shutdown| Box::pin(task(shared, shutdown))),
+        ));
+    }
+
     /// Adds a module's outbox relay.
     pub fn add_outbox_relay<H: outbox::OutboxHandler>(&mut self, handler: H) {
         self.shared.stats.add_module(handler.module());
