@@ -22,7 +22,7 @@ fn envelope(method: &str, params: serde_json::Value) -> Vec<u8> {
 fn good(i: usize) -> Vec<u8> {
     envelope(
         methods::LINE_CUSTOM_ATTRIBUTES_UPDATED,
-        json!({"line_custom_attributes_modification": {"sales_channel_id": "web", "order_id": ORDER,
+        json!({"line_custom_attributes_modification": {"sales_channel_id": "default", "order_id": ORDER,
             "user": "u", "line_id": "1", "line_number": "1",
             "custom_attributes": [{"name": format!("good-{i}"), "value": i.to_string()}]}}),
     )
