@@ -151,8 +151,8 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             // arrives only on a handled route (a sender that mislabels its routing key).
             methods::UPDATED,
             envelope(
-                "magento.sales.order_management.shipping_address_updated",
-                json!({"shipping_address_modification": {}}),
+                "magento.sales.order_management.reported",
+                json!({"order": {}}),
             ),
             "is not handled by the sales module",
         ),
