@@ -8,11 +8,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use omsc::simulate::orders::{self, order_rows, simple_item};
 use omsc::simulate::publish::OmsPublisher;
 use rust_decimal::Decimal;
-use sales::export::ItemRow;
+use sales::export::{ItemRow, OrderRows};
 use serde_json::{Value, json};
 
 use crate::helpers::{PATIENCE, TestEnv, Worker, wait_until};
-use crate::sales_support::{OmsInbox, oms_publisher, outcomes, start_sales};
+use crate::sales_support::{OmsInbox, Sent, oms_publisher, outcomes, start_sales};
 
 /// The OMS mock's template of `order_management.updated`, verbatim.
 pub const UPDATED_TEMPLATE: &str = include_str!(
@@ -47,9 +47,19 @@ pub struct Shop {
 
 impl Shop {
     pub async fn open() -> Self {
+        Self::open_with(&[]).await
+    }
+
+    /// A shop whose sales worker runs with `flags` (`--sales-channel=…`).
+    pub async fn open_with(flags: &[&str]) -> Self {
         let env = TestEnv::new().await;
         let inbox = OmsInbox::bind(&env).await;
-        let worker = start_sales(&env).await;
+        let worker = if flags.is_empty() {
+            start_sales(&env).await
+        } else {
+            env.start_runtime(flags, |app| sales::install(app).unwrap())
+                .await
+        };
         let publisher = oms_publisher(&env).await;
         Self {
             env,
@@ -63,8 +73,14 @@ impl Shop {
     /// Places an order as a storefront does and returns the `order` object of its export as
     /// the OMS received it.
     pub async fn place(&mut self, id: &str, items: Vec<ItemRow>) -> Value {
-        let rows = order_rows(id, "default", origin(), items);
-        orders::place(&self.env.db, &rows).await.unwrap();
+        self.place_rows(&order_rows(id, "default", origin(), items))
+            .await
+    }
+
+    /// [`Shop::place`] for rows a test wrote.
+    pub async fn place_rows(&mut self, rows: &OrderRows) -> Value {
+        let id = rows.order.id.as_str();
+        orders::place(&self.env.db, rows).await.unwrap();
         loop {
             let sent = self.inbox.next().await;
             if sent.body["method"] == "magento.sales.order_management.create"
@@ -75,9 +91,25 @@ impl Shop {
         }
     }
 
-    /// Sends one message as the OMS does and waits until the connector has settled it, so
-    /// that the order of the calls is the order of arrival.
+    /// Sends one message as the OMS does and waits until the connector has settled it
+    /// (applied, stale or ignored as another channel's), so that the order of the calls is
+    /// the order of arrival.
     pub async fn send(&mut self, method: &str, params: &Value) {
+        self.publish(method, params).await;
+        let worker = &self.worker;
+        let expected = self.sent as f64;
+        wait_until("the message settled", PATIENCE, || async {
+            outcomes(worker, "applied").await
+                + outcomes(worker, "stale").await
+                + outcomes(worker, "ignored").await
+                == expected
+        })
+        .await;
+    }
+
+    /// Sends one message as the OMS does, without waiting for it (one that is to be
+    /// dead-lettered: wait for the dead letter instead).
+    pub async fn publish(&mut self, method: &str, params: &Value) {
         self.sent += 1;
         let id = format!("oms-{}", self.sent);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
@@ -87,12 +119,25 @@ impl Shop {
             .publish_all([(method, body, id)], 1)
             .await
             .unwrap();
-        let worker = &self.worker;
-        let expected = self.sent as f64;
-        wait_until("the message settled", PATIENCE, || async {
-            outcomes(worker, "applied").await + outcomes(worker, "stale").await == expected
-        })
-        .await;
+    }
+
+    /// The next message the connector sends with `method`, skipping others.
+    pub async fn next_sent(&mut self, method: &str) -> Sent {
+        loop {
+            let sent = self.inbox.next().await;
+            if sent.routing_key == method {
+                return sent;
+            }
+        }
+    }
+
+    /// Every message the connector sends next, as `(method, message id)`, until `n` arrived.
+    pub async fn sent_in_order(&mut self, n: usize) -> Vec<Sent> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.inbox.next().await);
+        }
+        out
     }
 
     /// Rows of `sql` as text cells (null as `∅`), under a header row.

@@ -7,6 +7,7 @@ mod catalog_export;
 mod conformance;
 mod conformance_fields;
 mod conformance_returns;
+mod conformance_sales;
 mod conformance_support;
 mod conformance_versions;
 mod dead_letters;

@@ -94,7 +94,7 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             // arrives only on a handled route (a sender that mislabels its routing key).
             methods::REFUND_UPDATED,
             envelope(
-                "magento.postsales.return_management.duplicated",
+                "magento.postsales.return_management.reported",
                 json!({"return": {"order_id": ORDER}}),
             ),
             "is not handled by the postsales module",

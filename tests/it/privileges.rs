@@ -68,6 +68,29 @@ async fn a_storefront_role_does_what_a_shop_does_and_nothing_the_oms_owns() {
         });
     }
 
+    // After placing, the shop may ask about its order (a line's cancellation, a comment) …
+    shop_db
+        .batch_execute(
+            "INSERT INTO sales_order_line_cancel_requests (order_id, line_id, reason)
+                  VALUES ('000000101', '1', 'changed my mind');
+             INSERT INTO sales_order_comments (order_id, author, comment)
+                  VALUES ('000000101', 'customer', 'ring twice')",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a storefront role's requests about its order: {e:?}"));
+    // … and never change a request once made.
+    for statement in [
+        "UPDATE sales_order_line_cancel_requests SET reason = 'x'",
+        "DELETE FROM sales_order_comments",
+    ] {
+        let err = shop_db.batch_execute(statement).await.unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("42501"),
+            "{statement}: {err:?}"
+        );
+    }
+
     // Writing what the OMS owns is refused by privilege, with or without the connector's mark.
     shop_db
         .batch_execute("SET omsc.actor = 'connector'")
@@ -78,6 +101,7 @@ async fn a_storefront_role_does_what_a_shop_does_and_nothing_the_oms_owns() {
         "UPDATE sources SET active = false",
         "INSERT INTO omsc_settings VALUES ('hand_edits', 'allow')",
         "DELETE FROM sales_shipments",
+        "INSERT INTO postsales_return_duplicates (order_id) VALUES ('000000101')",
         "DELETE FROM outbox",
         "SELECT * FROM dead_letters",
     ] {

@@ -502,12 +502,12 @@ async fn line_cancellations_and_custom_attributes_from_the_oms_are_applied() {
         ),
         (
             protocol::sales::methods::CUSTOM_ATTRIBUTES_UPDATED,
-            json!({"custom_attributes_modification": {"sales_channel_id": "web", "order_id": "ATTR-1",
+            json!({"custom_attributes_modification": {"sales_channel_id": "default", "order_id": "ATTR-1",
                 "user": "agent", "custom_attributes": [{"name": "gift_wrap", "value": "yes"}]}}),
         ),
         (
             protocol::sales::methods::LINE_CUSTOM_ATTRIBUTES_UPDATED,
-            json!({"line_custom_attributes_modification": {"sales_channel_id": "web",
+            json!({"line_custom_attributes_modification": {"sales_channel_id": "default",
                 "order_id": "ATTR-1", "user": "agent", "line_id": "2", "line_number": "3",
                 "custom_attributes": [{"attribute_code": "engraving", "value": "A.L."}]}}),
         ),

@@ -22,7 +22,7 @@ fn envelope(method: &str, params: serde_json::Value) -> Vec<u8> {
 fn good(i: usize) -> Vec<u8> {
     envelope(
         methods::LINE_CUSTOM_ATTRIBUTES_UPDATED,
-        json!({"line_custom_attributes_modification": {"sales_channel_id": "web", "order_id": ORDER,
+        json!({"line_custom_attributes_modification": {"sales_channel_id": "default", "order_id": ORDER,
             "user": "u", "line_id": "1", "line_number": "1",
             "custom_attributes": [{"name": format!("good-{i}"), "value": i.to_string()}]}}),
     )
@@ -151,8 +151,8 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             // arrives only on a handled route (a sender that mislabels its routing key).
             methods::UPDATED,
             envelope(
-                "magento.sales.order_management.shipping_address_updated",
-                json!({"shipping_address_modification": {}}),
+                "magento.sales.order_management.reported",
+                json!({"order": {}}),
             ),
             "is not handled by the sales module",
         ),

@@ -120,7 +120,7 @@ async fn sales_updates_the_database_cannot_hold_are_dead_lettered_at_once() {
     let attributes = |value: &str| {
         envelope(
             sales_methods::LINE_CUSTOM_ATTRIBUTES_UPDATED,
-            json!({"line_custom_attributes_modification": {"sales_channel_id": "web",
+            json!({"line_custom_attributes_modification": {"sales_channel_id": "default",
                 "order_id": "O-1", "line_id": "1",
                 "custom_attributes": [{"name": "gift", "value": value}]}}),
         )

@@ -515,6 +515,14 @@ mod tests {
         assert_eq!(path_of(protocol::sales::methods::CREATE), "/delegate/oms");
         assert_eq!(path_of(protocol::sales::methods::CANCEL), "/delegate/oms");
         assert_eq!(
+            path_of(protocol::sales::methods::CANCEL_LINE),
+            "/delegate/oms"
+        );
+        assert_eq!(
+            path_of(protocol::sales::methods::CREATE_COMMENT),
+            "/delegate/oms"
+        );
+        assert_eq!(
             path_of(protocol::postsales::methods::AUTHORIZE),
             "/delegate/oms"
         );
@@ -533,6 +541,18 @@ mod tests {
             b"",
         );
         assert_eq!(create, cancel);
+        for (method, id) in [
+            (
+                protocol::sales::methods::CANCEL_LINE,
+                "000000123:cancel_line:7-2",
+            ),
+            (
+                protocol::sales::methods::CREATE_COMMENT,
+                "000000123:comment:41",
+            ),
+        ] {
+            assert_eq!(subject_of(method, Some(id), b""), create, "{method}");
+        }
         assert_ne!(
             create,
             subject_of(protocol::sales::methods::CREATE, Some("000000124"), b"")

@@ -23,6 +23,8 @@ pub const OUTBOUND_METHODS: &[&str] = &[
     service_bus::methods::UNREGISTER,
     protocol::sales::methods::CREATE,
     protocol::sales::methods::CANCEL,
+    protocol::sales::methods::CANCEL_LINE,
+    protocol::sales::methods::CREATE_COMMENT,
     protocol::postsales::methods::AUTHORIZE,
     protocol::catalog::methods::PRODUCT_UPDATED,
 ];

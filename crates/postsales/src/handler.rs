@@ -8,28 +8,31 @@
 //!
 //! An order is in the database from the moment the storefront places it, long before any
 //! return or refund: a message about an order that is not here is dead-lettered when it is of
-//! one of this Commerce's stores (or names none), and recorded and ignored when it is of
-//! another sales channel sharing the OMS.
+//! this shop's sales channel (or names none), and recorded and ignored when it is of
+//! another sales channel sharing the OMS. A message naming another channel than its order's
+//! is that channel's, even when the order id is one of ours (`sales::SalesChannel`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
 use protocol::Rejection;
 use protocol::postsales::{
-    self, Refund, RefundAttributesUpdate, ReturnAttributesUpdate, ReturnEvent, ReturnEventKind,
-    methods,
+    self, Refund, RefundAttributesUpdate, ReturnAttributesUpdate, ReturnDuplicated, ReturnEvent,
+    ReturnEventKind, methods,
 };
 use runtime::{ApplyError, Handler, Outcome};
+use sales::SalesChannel;
 use serde_json::value::RawValue;
 
 use crate::status::is_released;
-use crate::{refunds, returns};
+use crate::{duplicates, refunds, returns};
 
 /// A valid post-sales message.
 #[derive(Debug)]
 pub enum PostsalesMessage {
     Return(ReturnEvent),
     ReturnAttributes(ReturnAttributesUpdate),
+    ReturnDuplicated(ReturnDuplicated),
     Refund(Refund),
     RefundAttributes(RefundAttributesUpdate),
 }
@@ -39,15 +42,17 @@ impl PostsalesMessage {
         match self {
             PostsalesMessage::Return(r) => &r.order_id,
             PostsalesMessage::ReturnAttributes(a) => &a.order_id,
+            PostsalesMessage::ReturnDuplicated(d) => &d.order_id,
             PostsalesMessage::Refund(r) => &r.order_id,
             PostsalesMessage::RefundAttributes(a) => &a.order_id,
         }
     }
 
-    /// The store the message says the order is of, when it says.
-    pub fn store(&self) -> Option<&str> {
+    /// The sales channel the message says the order is of, when it says.
+    pub fn channel(&self) -> Option<&str> {
         match self {
             PostsalesMessage::Return(r) => r.sales_channel_id.as_deref(),
+            PostsalesMessage::ReturnDuplicated(d) => d.sales_channel_id.as_deref(),
             PostsalesMessage::Refund(r) => r.store.as_deref(),
             PostsalesMessage::ReturnAttributes(_) | PostsalesMessage::RefundAttributes(_) => None,
         }
@@ -55,7 +60,7 @@ impl PostsalesMessage {
 }
 
 const LOCK_ORDERS: &str = "
-    SELECT id, customer_id FROM sales_orders WHERE id = ANY ($1::text[])
+    SELECT id, customer_id, store FROM sales_orders WHERE id = ANY ($1::text[])
      ORDER BY id FOR NO KEY UPDATE";
 
 const LOCK_ACCOUNTS: &str = "
@@ -63,7 +68,15 @@ const LOCK_ACCOUNTS: &str = "
      ORDER BY customer_id FOR NO KEY UPDATE";
 
 #[derive(Debug, Default)]
-pub struct PostsalesHandler;
+pub struct PostsalesHandler {
+    channel: SalesChannel,
+}
+
+impl PostsalesHandler {
+    pub fn new(channel: SalesChannel) -> Self {
+        Self { channel }
+    }
+}
 
 impl Handler for PostsalesHandler {
     type Message = PostsalesMessage;
@@ -100,6 +113,8 @@ impl Handler for PostsalesHandler {
                 postsales::parse_return_attributes(params()?, true)
                     .map(PostsalesMessage::ReturnAttributes)
             }
+            methods::RETURN_DUPLICATED => postsales::parse_return_duplicated(params()?)
+                .map(PostsalesMessage::ReturnDuplicated),
             methods::REFUND_UPDATED => {
                 postsales::parse_refund(params()?).map(PostsalesMessage::Refund)
             }
@@ -139,7 +154,8 @@ impl Handler for PostsalesHandler {
         ids.dedup();
         let lock = tx.prepare_cached(LOCK_ORDERS).await?;
         let orders = tx.query(&lock, &[&ids]).await?;
-        let known: HashSet<String> = orders.iter().map(|r| r.get(0)).collect();
+        // Each known order's store.
+        let known: HashMap<String, String> = orders.iter().map(|r| (r.get(0), r.get(2))).collect();
         // The accounts a release of this batch may credit, locked in one order.
         let releasing: HashSet<&str> = batch
             .iter()
@@ -161,10 +177,13 @@ impl Handler for PostsalesHandler {
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         for message in batch {
-            let outcome = if known.contains(message.order_id()) {
-                apply_one(tx, message).await?
-            } else {
-                unknown_order(tx, message).await?
+            let outcome = match known.get(message.order_id()) {
+                Some(store) if self.channel.is_foreign(message.channel(), store) => {
+                    sales::record_foreign_order(tx, message.order_id(), message.channel()).await?;
+                    Outcome::Ignored("foreign_order")
+                }
+                Some(_) => apply_one(tx, message).await?,
+                None => unknown_order(tx, &self.channel, message).await?,
             };
             outcomes.push(outcome);
         }
@@ -179,6 +198,7 @@ async fn apply_one(
     match message {
         PostsalesMessage::Return(r) => returns::apply_event(tx, r).await,
         PostsalesMessage::ReturnAttributes(a) => returns::apply_attributes(tx, a).await,
+        PostsalesMessage::ReturnDuplicated(d) => duplicates::record(tx, d).await,
         PostsalesMessage::Refund(r) => refunds::apply(tx, r).await,
         PostsalesMessage::RefundAttributes(a) => refunds::apply_attributes(tx, a).await,
     }
@@ -186,12 +206,13 @@ async fn apply_one(
 
 async fn unknown_order(
     tx: &Transaction<'_>,
+    channel: &SalesChannel,
     message: &PostsalesMessage,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let order_id = message.order_id();
-    match message.store() {
-        Some(store) if !sales::store_is_ours(tx, store).await? => {
-            sales::record_foreign_order(tx, order_id).await?;
+    match message.channel() {
+        Some(said) if !channel.is_ours(tx, said).await? => {
+            sales::record_foreign_order(tx, order_id, Some(said)).await?;
             Ok(Outcome::Ignored("foreign_order"))
         }
         _ => Ok(Outcome::Reject(format!(

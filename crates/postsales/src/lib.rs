@@ -4,6 +4,7 @@
 //! their release, one credit memo per credit note with the store credit it gives back.
 
 pub mod authorize;
+pub mod duplicates;
 mod handler;
 pub mod lines;
 pub mod refunds;
@@ -26,9 +27,11 @@ pub const QUEUE: QueueSpec = QueueSpec {
     oms_bindings: protocol::postsales::methods::CONSUMED,
 };
 
-/// Adds the post-sales consumer and the post-sales outbox relay to a runtime.
+/// Adds the post-sales consumer and the post-sales outbox relay to a runtime, as the
+/// runtime's sales channel (`OMSC_SALES_CHANNEL`).
 pub fn install(runtime: &mut Runtime) -> anyhow::Result<()> {
-    runtime.add_consumer(QUEUE, PostsalesHandler);
-    runtime.add_outbox_relay(PostsalesOutbox);
+    let channel = sales::SalesChannel::new(runtime.shared().config.sales_channel.clone());
+    runtime.add_consumer(QUEUE, PostsalesHandler::new(channel.clone()));
+    runtime.add_outbox_relay(PostsalesOutbox::new(channel));
     Ok(())
 }

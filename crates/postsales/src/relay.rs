@@ -11,6 +11,7 @@ use protocol::postsales::methods;
 use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
 
 use crate::authorize;
+use sales::SalesChannel;
 
 /// Outbox topics of the post-sales module (`omsc_outbox_add('postsales', <topic>, <id>)`).
 pub mod topics {
@@ -18,7 +19,18 @@ pub mod topics {
     pub const RETURN_AUTHORIZE: &str = "return.authorize";
 }
 
-pub struct PostsalesOutbox;
+/// Authorizes returns as the shop's sales channel (`OMSC_SALES_CHANNEL`, else the order's
+/// store), the channel the order was exported as.
+#[derive(Default)]
+pub struct PostsalesOutbox {
+    channel: SalesChannel,
+}
+
+impl PostsalesOutbox {
+    pub fn new(channel: SalesChannel) -> Self {
+        Self { channel }
+    }
+}
 
 impl OutboxHandler for PostsalesOutbox {
     fn module(&self) -> &'static str {
@@ -31,7 +43,7 @@ impl OutboxHandler for PostsalesOutbox {
         row: &'a OutboxRow,
     ) -> Result<Built, BuildError> {
         match row.topic.as_str() {
-            topics::RETURN_AUTHORIZE => build_authorize(client, &row.subject).await,
+            topics::RETURN_AUTHORIZE => build_authorize(client, &self.channel, &row.subject).await,
             other => Err(BuildError::Invalid(format!(
                 "the post-sales module has no outbox topic {other:?}"
             ))),
@@ -41,6 +53,7 @@ impl OutboxHandler for PostsalesOutbox {
 
 async fn build_authorize(
     client: &deadpool_postgres::Client,
+    channel: &SalesChannel,
     return_id: &str,
 ) -> Result<Built, BuildError> {
     let Some(rows) = authorize::load(client, return_id).await? else {
@@ -51,7 +64,8 @@ async fn build_authorize(
             "return {return_id} has no lines that were exported with its order"
         )));
     }
-    let params = authorize::build(&rows);
+    let mut params = authorize::build(&rows);
+    params.return_authorize.sales_channel_id = channel.of_order(&rows.store).to_owned();
     Ok(Built::Message(Outgoing {
         method: methods::AUTHORIZE.into(),
         message_id: return_id.to_owned(),

@@ -32,6 +32,9 @@ pub mod methods {
         "magento.postsales.return_management.custom_attributes_updated";
     pub const RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED: &str =
         "magento.postsales.return_management.line_custom_attributes_updated";
+    /// O→C: the OMS reports a return as a duplicate (of another return of the order). The
+    /// specification says nothing more: the connector records it and changes no return.
+    pub const RETURN_DUPLICATED: &str = "magento.postsales.return_management.duplicated";
     /// O→C: a refund's status; on `RELEASED` Commerce issues the credit memo.
     pub const REFUND_UPDATED: &str = "magento.postsales.refund_management.updated";
     pub const REFUND_CUSTOM_ATTRIBUTES_UPDATED: &str =
@@ -43,6 +46,7 @@ pub mod methods {
         RETURN_RECEIVED,
         RETURN_CUSTOM_ATTRIBUTES_UPDATED,
         RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED,
+        RETURN_DUPLICATED,
         REFUND_UPDATED,
         REFUND_CUSTOM_ATTRIBUTES_UPDATED,
     ];
@@ -178,6 +182,43 @@ pub struct ReturnAttributesUpdate {
     pub rma: String,
     pub line: Option<LineRef>,
     pub attributes: Vec<(String, String)>,
+}
+
+/// `return_management.duplicated` (`magento.postsales.return_duplicate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnDuplicated {
+    pub order_id: String,
+    pub sales_channel_id: Option<String>,
+    /// The return reported as a duplicate; the specification makes it optional.
+    pub rma: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireReturnDuplicateParams {
+    #[serde(rename = "return")]
+    return_duplicate: Option<WireReturnDuplicate>,
+}
+
+#[derive(Deserialize)]
+struct WireReturnDuplicate {
+    sales_channel_id: Option<Scalar>,
+    order_id: Option<Scalar>,
+    rma: Option<Scalar>,
+}
+
+/// Parses `return_management.duplicated`.
+pub fn parse_return_duplicated(params: &RawValue) -> Result<ReturnDuplicated, Rejection> {
+    let wire: WireReturnDuplicateParams = parse_params(params)?;
+    let r = wire
+        .return_duplicate
+        .ok_or_else(|| Rejection::new("\"return\" is missing"))?;
+    let at = |e: Rejection| e.at("return");
+    Ok(ReturnDuplicated {
+        order_id: lenient::required_string(r.order_id, "order_id").map_err(at)?,
+        sales_channel_id: lenient::optional_string(r.sales_channel_id, "sales_channel_id")
+            .map_err(at)?,
+        rma: lenient::optional_string(r.rma, "rma").map_err(at)?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -435,7 +476,8 @@ pub mod refund_types {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refund {
     pub order_id: String,
-    /// The store the order is of (`store_id`, else `sales_channel_id`), when the sender says.
+    /// The sales channel the order is of (`sales_channel_id`, else `store_id`), when the
+    /// sender says.
     pub store: Option<String>,
     /// The OMS's credit note number, when it sends one (the specification makes it
     /// optional).
@@ -582,10 +624,13 @@ pub fn parse_refund(params: &RawValue) -> Result<Refund, Rejection> {
                 "status: \"code\" and \"name\" are both missing",
             ))
         })?;
-    let store = match lenient::optional_string(r.store_id, "store_id").map_err(at)? {
-        Some(store) => Some(store),
-        None => lenient::optional_string(r.sales_channel_id, "sales_channel_id").map_err(at)?,
-    };
+    // The channel by its own name first: the OMS mock fills `store_id` with the return's
+    // source, so `store_id` only stands in when `sales_channel_id` is missing.
+    let store =
+        match lenient::optional_string(r.sales_channel_id, "sales_channel_id").map_err(at)? {
+            Some(channel) => Some(channel),
+            None => lenient::optional_string(r.store_id, "store_id").map_err(at)?,
+        };
     let mut lines = Vec::new();
     for (i, line) in r.lines.unwrap_or_default().into_iter().enumerate() {
         let path = format!("refund.lines[{i}]");
@@ -883,5 +928,51 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.reason().contains("no status date"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicated_return_in_the_specifications_shape_parses() {
+        let duplicated = parse_return_duplicated(&raw(serde_json::json!({"return": {
+            "sales_channel_id": "default", "order_id": "000000101", "rma": "R-7"}})))
+        .unwrap();
+        assert_eq!(
+            duplicated,
+            ReturnDuplicated {
+                order_id: "000000101".into(),
+                sales_channel_id: Some("default".into()),
+                rma: Some("R-7".into()),
+            }
+        );
+        let without_order = parse_return_duplicated(&raw(serde_json::json!({"return": {
+            "sales_channel_id": "default"}})))
+        .unwrap_err();
+        assert!(
+            without_order.to_string().contains("order_id"),
+            "{without_order}"
+        );
+    }
+
+    #[test]
+    fn a_refunds_channel_is_its_sales_channel_id_before_its_store_id() {
+        let refund = |extra: serde_json::Value| {
+            let mut r = serde_json::json!({"order_id": "1", "credit_note_number": "CN",
+                "status": {"code": "PENDING", "date": "2026-01-01"},
+                "lines": [{"order_line": "1", "payments": [{"details": {"cost_gross": 1}}]}]});
+            for (k, v) in extra.as_object().unwrap() {
+                r[k] = v.clone();
+            }
+            parse_refund(&raw(serde_json::json!({ "refund": r })))
+                .unwrap()
+                .store
+        };
+        assert_eq!(
+            refund(serde_json::json!({"store_id": "SRC-1", "sales_channel_id": "web"})),
+            Some("web".into())
+        );
+        assert_eq!(
+            refund(serde_json::json!({"store_id": "web"})),
+            Some("web".into())
+        );
+        assert_eq!(refund(serde_json::json!({})), None);
     }
 }

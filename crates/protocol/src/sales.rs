@@ -17,6 +17,10 @@ pub mod methods {
     pub const CREATE: &str = "magento.sales.order_management.create";
     /// C→O: a customer-initiated cancellation.
     pub const CANCEL: &str = "magento.sales.order_management.cancel";
+    /// C→O: a customer cancels one line of an order.
+    pub const CANCEL_LINE: &str = "magento.sales.order_management.cancel_line";
+    /// C→O: a comment on an order, for the OMS's agents.
+    pub const CREATE_COMMENT: &str = "magento.sales.order_management.create_comment";
     /// O→C: the OMS accepted the order.
     pub const CREATED: &str = "magento.sales.order_management.created";
     /// O→C: order and line statuses, per-line payment statuses.
@@ -26,6 +30,9 @@ pub mod methods {
         "magento.sales.order_management.custom_attributes_updated";
     pub const LINE_CUSTOM_ATTRIBUTES_UPDATED: &str =
         "magento.sales.order_management.line_custom_attributes_updated";
+    /// O→C: the OMS changed the order's shipping address.
+    pub const SHIPPING_ADDRESS_UPDATED: &str =
+        "magento.sales.order_management.shipping_address_updated";
     /// O→C: one physical shipment.
     pub const SHIPMENT_DONE: &str =
         "magento.logistics.fulfillment_management.customer_shipment_done";
@@ -37,6 +44,7 @@ pub mod methods {
         LINE_CANCELLED,
         CUSTOM_ATTRIBUTES_UPDATED,
         LINE_CUSTOM_ATTRIBUTES_UPDATED,
+        SHIPPING_ADDRESS_UPDATED,
         SHIPMENT_DONE,
     ];
 }
@@ -232,8 +240,39 @@ impl WireCustomAttribute {
 #[derive(Debug, Clone, Serialize)]
 pub struct CancelParams {
     pub order_id: String,
+    /// The sales channel the connector sells as (optional in the specification, always sent:
+    /// the OMS keys orders by channel and id).
+    pub sales_channel_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+}
+
+/// `params` of `order_management.cancel_line`: one line (one unit) of an order.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelLineParams {
+    pub order_id: String,
+    pub sales_channel_id: String,
+    pub line_number: i32,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// `params` of `order_management.create_comment`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateCommentParams {
+    pub order_comment: WireOrderComment,
+}
+
+/// `magento.sales.order_comment`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireOrderComment {
+    pub order_id: String,
+    pub sales_channel_id: String,
+    /// RFC 3339 ([`crate::outbound::format_datetime`]).
+    pub created_date: String,
+    pub user: String,
+    pub comment: String,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,6 +351,36 @@ pub struct AttributesUpdate {
     pub line: Option<LineRef>,
     /// `(code, value)`, one per code (the last one sent wins).
     pub attributes: Vec<(String, String)>,
+}
+
+/// `shipping_address_updated`: the OMS changed where an order ships. The message carries no
+/// date, so updates of one order apply in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippingAddressUpdate {
+    pub order_id: String,
+    pub sales_channel_id: Option<String>,
+    /// The line the OMS says it modified (`line_number`, a string in the specification).
+    pub line_number: Option<i64>,
+    pub user: Option<String>,
+    pub address: NewShippingAddress,
+}
+
+/// `magento.sales.shipping_address`, as far as an order address holds it (the coordinates,
+/// company and custom attributes have no place in an order address and are not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewShippingAddress {
+    pub reference: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub address1: String,
+    pub address2: Option<String>,
+    pub city: String,
+    pub state: Option<String>,
+    pub zip: Option<String>,
+    /// Two letters, upper case.
+    pub country_code: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
 }
 
 /// A status name in the form statuses are compared in: upper case, letters and digits only,
@@ -468,6 +537,86 @@ pub fn parse_line_cancelled(params: &RawValue) -> Result<LineCancelled, Rejectio
     Ok(LineCancelled {
         order_id: lenient::required_string(wire.order_id, "order_id")?,
         line_id: lenient::required_string(wire.order_line_id, "order_line_id")?,
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireShippingAddressParams {
+    shipping_address_modification: Option<WireShippingAddressModification>,
+}
+
+#[derive(Deserialize)]
+struct WireShippingAddressModification {
+    sales_channel_id: Option<Scalar>,
+    order_id: Option<Scalar>,
+    line_number: Option<Scalar>,
+    user: Option<Scalar>,
+    new_shipping_address: Option<WireShippingAddress>,
+}
+
+#[derive(Deserialize)]
+struct WireShippingAddress {
+    reference: Option<Scalar>,
+    first_name: Option<Scalar>,
+    last_name: Option<Scalar>,
+    address1: Option<Scalar>,
+    address2: Option<Scalar>,
+    city: Option<Scalar>,
+    state: Option<Scalar>,
+    zip: Option<Scalar>,
+    country_code: Option<Scalar>,
+    phone: Option<Scalar>,
+    email: Option<Scalar>,
+}
+
+/// Parses `shipping_address_updated`. What an order address cannot do without (names, first
+/// line, city, a two-letter country) is required; the rest may be missing.
+pub fn parse_shipping_address_update(
+    params: &RawValue,
+) -> Result<ShippingAddressUpdate, Rejection> {
+    let wire: WireShippingAddressParams = parse_params(params)?;
+    let name = "shipping_address_modification";
+    let m = wire
+        .shipping_address_modification
+        .ok_or_else(|| Rejection::new(format!("\"{name}\" is missing")))?;
+    let at = |r: Rejection| r.at(name);
+    let order_id = lenient::required_string(m.order_id, "order_id").map_err(at)?;
+    let sales_channel_id =
+        lenient::optional_string(m.sales_channel_id, "sales_channel_id").map_err(at)?;
+    let line_number = lenient::optional_count(m.line_number, "line_number").map_err(at)?;
+    let user = lenient::optional_string(m.user, "user").map_err(at)?;
+    let a = m.new_shipping_address.ok_or_else(|| {
+        at(Rejection::new(
+            "\"new_shipping_address\" is missing: the message changes nothing",
+        ))
+    })?;
+    let at = |r: Rejection| r.at(&format!("{name}.new_shipping_address"));
+    let sent = lenient::required_string(a.country_code, "country_code").map_err(at)?;
+    let country_code = sent.trim().to_ascii_uppercase();
+    if country_code.len() != 2 || !country_code.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(at(Rejection::new(format!(
+            "\"country_code\" must be a two-letter country code, got {sent:?}"
+        ))));
+    }
+    let address = NewShippingAddress {
+        reference: lenient::optional_string(a.reference, "reference").map_err(at)?,
+        first_name: lenient::required_string(a.first_name, "first_name").map_err(at)?,
+        last_name: lenient::required_string(a.last_name, "last_name").map_err(at)?,
+        address1: lenient::required_string(a.address1, "address1").map_err(at)?,
+        address2: lenient::optional_string(a.address2, "address2").map_err(at)?,
+        city: lenient::required_string(a.city, "city").map_err(at)?,
+        state: lenient::optional_string(a.state, "state").map_err(at)?,
+        zip: lenient::optional_string(a.zip, "zip").map_err(at)?,
+        country_code,
+        phone: lenient::optional_string(a.phone, "phone").map_err(at)?,
+        email: lenient::optional_string(a.email, "email").map_err(at)?,
+    };
+    Ok(ShippingAddressUpdate {
+        order_id,
+        sales_channel_id,
+        line_number,
+        user,
+        address,
     })
 }
 
@@ -671,6 +820,91 @@ mod tests {
         assert_eq!(
             update.attributes,
             vec![("a".into(), "3".into()), ("b".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn a_shipping_address_update_in_the_specifications_shape_parses() {
+        let update = parse_shipping_address_update(&raw(serde_json::json!({
+            "shipping_address_modification": {
+                "sales_channel_id": "default", "order_id": "000000101", "line_number": "2",
+                "user": "agent.smith", "force": false,
+                "new_shipping_address": {
+                    "reference": "", "first_name": "Ada", "last_name": "Lovelace",
+                    "company_name": "Analytical Engines", "address1": "12 St James's Square",
+                    "city": "London", "zip": "SW1Y 4JH", "country_code": "gb",
+                    "email": "ada@example.com", "latitude": "51.5", "longitude": "-0.13",
+                    "custom_attributes": []}}})))
+        .unwrap();
+        assert_eq!(update.order_id, "000000101");
+        assert_eq!(update.sales_channel_id.as_deref(), Some("default"));
+        assert_eq!(update.line_number, Some(2));
+        assert_eq!(update.user.as_deref(), Some("agent.smith"));
+        assert_eq!(update.address.reference, None, "an empty reference is none");
+        assert_eq!(update.address.country_code, "GB");
+        assert_eq!(update.address.address2, None);
+    }
+
+    #[test]
+    fn a_shipping_address_update_without_what_an_address_needs_is_refused() {
+        let refused = |address: serde_json::Value| {
+            parse_shipping_address_update(&raw(serde_json::json!({
+                "shipping_address_modification": {"order_id": "1", "new_shipping_address": address}})))
+            .unwrap_err()
+            .to_string()
+        };
+        let full = serde_json::json!({"first_name": "A", "last_name": "B", "address1": "C",
+                                      "city": "D", "country_code": "DE"});
+        let mut no_city = full.clone();
+        no_city["city"] = serde_json::json!("");
+        assert!(refused(no_city).contains("city"));
+        let mut country = full.clone();
+        country["country_code"] = serde_json::json!("Germany");
+        assert!(refused(country).contains("two-letter"));
+        let none = parse_shipping_address_update(&raw(serde_json::json!({
+            "shipping_address_modification": {"order_id": "1"}})))
+        .unwrap_err();
+        assert!(none.to_string().contains("new_shipping_address"), "{none}");
+    }
+
+    #[test]
+    fn the_order_commands_go_out_as_the_specification_says() {
+        let spec = crate::spec::spec();
+        let cancel = serde_json::to_value(CancelParams {
+            order_id: "1".into(),
+            sales_channel_id: "default".into(),
+            user: None,
+        })
+        .unwrap();
+        assert_eq!(
+            spec.check_params(methods::CANCEL, &cancel),
+            Vec::<String>::new()
+        );
+        let line = serde_json::to_value(CancelLineParams {
+            order_id: "1".into(),
+            sales_channel_id: "default".into(),
+            line_number: 2,
+            reason: "changed my mind".into(),
+            user: Some("customer@example.com".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            spec.check_params(methods::CANCEL_LINE, &line),
+            Vec::<String>::new()
+        );
+        let comment = serde_json::to_value(CreateCommentParams {
+            order_comment: WireOrderComment {
+                order_id: "1".into(),
+                sales_channel_id: "default".into(),
+                created_date: "2026-03-01T10:00:00+00:00".into(),
+                user: "customer@example.com".into(),
+                comment: "Please ring twice".into(),
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            spec.check_params(methods::CREATE_COMMENT, &comment),
+            Vec::<String>::new()
         );
     }
 

@@ -504,6 +504,10 @@ mod tests {
                 fields::<sales::WireAttributesParams>(),
             ),
             (
+                vec![sales::methods::SHIPPING_ADDRESS_UPDATED],
+                fields::<sales::WireShippingAddressParams>(),
+            ),
+            (
                 vec![sales::methods::SHIPMENT_DONE],
                 fields::<logistics::WireParams>(),
             ),
@@ -520,6 +524,10 @@ mod tests {
                     postsales::methods::RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED,
                 ],
                 fields::<postsales::WireReturnAttributesParams>(),
+            ),
+            (
+                vec![postsales::methods::RETURN_DUPLICATED],
+                fields::<postsales::WireReturnDuplicateParams>(),
             ),
             (
                 vec![postsales::methods::REFUND_UPDATED],

@@ -73,6 +73,14 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_RETRY_FOREVER")]
     pub retry_forever: bool,
 
+    /// The OMS sales channel the connector sells as: the `store` of every exported order,
+    /// the `sales_channel_id` of every command, and what tells a message about one of this
+    /// shop's orders from one about another channel's (recorded as foreign, even when the
+    /// order id is one of ours). Unset: each order's own store code (`sales_orders.store`),
+    /// which the export sends as it is.
+    #[arg(long, env = "OMSC_SALES_CHANNEL")]
+    pub sales_channel: Option<String>,
+
     #[command(flatten)]
     pub consume: ConsumeConfig,
 
@@ -101,6 +109,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)
             .field("retry_forever", &self.retry_forever)
+            .field("sales_channel", &self.sales_channel)
             .field("consume", &self.consume)
             .field("registration", &self.registration)
             .field("log_format", &self.log_format)

@@ -48,6 +48,9 @@ pub struct OutboxRow {
     pub id: i64,
     pub topic: String,
     pub subject: String,
+    /// The row's coalesce key, when it has one: which of its subject's requests the row is
+    /// about (a product's SKU, an order's line cancellation or comment).
+    pub key: Option<String>,
     pub version: i32,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
@@ -119,7 +122,7 @@ const CLAIM: &str = "
              ORDER BY d.id
              LIMIT $2
                FOR UPDATE SKIP LOCKED)
-    RETURNING o.id, o.topic, o.subject, o.version, o.attempts, o.created_at";
+    RETURNING o.id, o.topic, o.subject, o.version, o.attempts, o.created_at, o.coalesce_key";
 
 /// Marks a row sent unless a save bumped its version meanwhile (then it goes out again).
 const SETTLE_SENT: &str = "
@@ -261,6 +264,7 @@ impl<H: OutboxHandler> Relay<H> {
                 version: r.get(3),
                 attempts: r.get(4),
                 created_at: r.get(5),
+                key: r.get(6),
             })
             .collect();
         if rows.is_empty() {

@@ -3,20 +3,24 @@
 //! Every message is about one order. A batch first locks its orders' rows in id order, so
 //! two replicas applying messages about the same order take turns (and never deadlock),
 //! and what a message reads of its order (lines, invoices, shipments) stays true until it
-//! commits. A message about an order that is not here is retried when the order is of one
-//! of this Commerce's stores (it may be on its way), and otherwise recorded and ignored:
-//! another sales channel shares the OMS.
+//! commits. A message about an order that is not here is retried when the order is of this
+//! shop's sales channel (it may be on its way), and otherwise recorded and ignored: another
+//! sales channel shares the OMS. A message that names another channel than its order's is
+//! that channel's, even when the order id is one of ours ([`SalesChannel`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
 use protocol::Rejection;
 use protocol::logistics::{self, Shipment};
-use protocol::sales::{self, AttributesUpdate, LineCancelled, OrderUpdate, methods};
+use protocol::sales::{
+    self, AttributesUpdate, LineCancelled, OrderUpdate, ShippingAddressUpdate, methods,
+};
 use runtime::{ApplyError, Handler, Outcome};
 use serde_json::value::RawValue;
 
-use crate::apply::{attributes, shipments, updates};
+use crate::apply::{address, attributes, shipments, updates};
+use crate::channel::SalesChannel;
 
 /// A valid sales message.
 #[derive(Debug)]
@@ -25,6 +29,7 @@ pub enum SalesMessage {
     Updated(OrderUpdate),
     LineCancelled(LineCancelled),
     AttributesUpdated(AttributesUpdate),
+    ShippingAddressUpdated(ShippingAddressUpdate),
     Shipment(Shipment),
 }
 
@@ -34,32 +39,42 @@ impl SalesMessage {
             SalesMessage::Created(u) | SalesMessage::Updated(u) => &u.order_id,
             SalesMessage::LineCancelled(c) => &c.order_id,
             SalesMessage::AttributesUpdated(a) => &a.order_id,
+            SalesMessage::ShippingAddressUpdated(a) => &a.order_id,
             SalesMessage::Shipment(s) => &s.order_id,
         }
     }
 
-    /// The store the message says the order is of, when it says.
-    pub fn store(&self) -> Option<&str> {
+    /// The sales channel the message says the order is of, when it says: the order's
+    /// `store`, a shipment's `store_id`, a modification's `sales_channel_id`.
+    pub fn channel(&self) -> Option<&str> {
         match self {
             SalesMessage::Created(u) | SalesMessage::Updated(u) => u.store.as_deref(),
             SalesMessage::Shipment(s) => s.store_id.as_deref(),
-            SalesMessage::LineCancelled(_) | SalesMessage::AttributesUpdated(_) => None,
+            SalesMessage::AttributesUpdated(a) => a.sales_channel_id.as_deref(),
+            SalesMessage::ShippingAddressUpdated(a) => a.sales_channel_id.as_deref(),
+            SalesMessage::LineCancelled(_) => None,
         }
     }
 }
 
 const LOCK_ORDERS: &str = "
-    SELECT id FROM sales_orders WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE";
-
-const STORE_IS_OURS: &str = "SELECT EXISTS (SELECT 1 FROM sales_orders WHERE store = $1)";
+    SELECT id, store FROM sales_orders WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE";
 
 const FOREIGN_ORDER: &str = "
-    INSERT INTO sales_foreign_orders (order_id) VALUES ($1)
-    ON CONFLICT (order_id) DO UPDATE
+    INSERT INTO sales_foreign_orders (order_id, sales_channel) VALUES ($1, $2)
+    ON CONFLICT (order_id, sales_channel) DO UPDATE
        SET messages = sales_foreign_orders.messages + 1, last_seen = now()";
 
 #[derive(Debug, Default)]
-pub struct SalesHandler;
+pub struct SalesHandler {
+    channel: SalesChannel,
+}
+
+impl SalesHandler {
+    pub fn new(channel: SalesChannel) -> Self {
+        Self { channel }
+    }
+}
 
 impl Handler for SalesHandler {
     type Message = SalesMessage;
@@ -90,6 +105,8 @@ impl Handler for SalesHandler {
             methods::LINE_CUSTOM_ATTRIBUTES_UPDATED => {
                 sales::parse_attributes_update(params()?, true).map(SalesMessage::AttributesUpdated)
             }
+            methods::SHIPPING_ADDRESS_UPDATED => sales::parse_shipping_address_update(params()?)
+                .map(SalesMessage::ShippingAddressUpdated),
             methods::SHIPMENT_DONE => {
                 logistics::parse_shipment(params()?).map(SalesMessage::Shipment)
             }
@@ -125,18 +142,22 @@ impl Handler for SalesHandler {
         ids.sort_unstable();
         ids.dedup();
         let lock = tx.prepare_cached(LOCK_ORDERS).await?;
-        let known: HashSet<String> = tx
+        // Each known order's store.
+        let known: HashMap<String, String> = tx
             .query(&lock, &[&ids])
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
         let mut outcomes = Vec::with_capacity(batch.len());
         for message in batch {
-            let outcome = if known.contains(message.order_id()) {
-                apply_one(tx, message).await?
-            } else {
-                unknown_order(tx, message).await?
+            let outcome = match known.get(message.order_id()) {
+                Some(store) if self.channel.is_foreign(message.channel(), store) => {
+                    record_foreign_order(tx, message.order_id(), message.channel()).await?;
+                    Outcome::Ignored("foreign_order")
+                }
+                Some(_) => apply_one(tx, message).await?,
+                None => unknown_order(tx, &self.channel, message).await?,
             };
             outcomes.push(outcome);
         }
@@ -153,42 +174,37 @@ async fn apply_one(
         SalesMessage::Updated(u) => updates::apply(tx, u, false).await,
         SalesMessage::LineCancelled(c) => attributes::cancel_line(tx, c).await,
         SalesMessage::AttributesUpdated(a) => attributes::update(tx, a).await,
+        SalesMessage::ShippingAddressUpdated(a) => address::apply(tx, a).await,
         SalesMessage::Shipment(s) => shipments::apply(tx, s).await,
     }
 }
 
 async fn unknown_order(
     tx: &Transaction<'_>,
+    channel: &SalesChannel,
     message: &SalesMessage,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let order_id = message.order_id();
-    if let Some(store) = message.store()
-        && store_is_ours(tx, store).await?
+    if let Some(said) = message.channel()
+        && channel.is_ours(tx, said).await?
     {
         return Ok(Outcome::Retry(format!(
-            "order {order_id} of store {store} is not in this Commerce yet; waiting for it"
+            "order {order_id} of sales channel {said} is not in this Commerce yet; waiting for it"
         )));
     }
-    record_foreign_order(tx, order_id).await?;
+    record_foreign_order(tx, order_id, message.channel()).await?;
     Ok(Outcome::Ignored("foreign_order"))
 }
 
-/// Whether any order of this Commerce is of `store`: how a message about an order that is not
-/// here is told from one about another sales channel's order.
-pub async fn store_is_ours(
-    tx: &Transaction<'_>,
-    store: &str,
-) -> Result<bool, tokio_postgres::Error> {
-    let ours = tx.prepare_cached(STORE_IS_OURS).await?;
-    Ok(tx.query_one(&ours, &[&store]).await?.get(0))
-}
-
-/// Counts a message about an order of another sales channel in `sales_foreign_orders`.
+/// Counts a message about an order of another sales channel in `sales_foreign_orders`,
+/// under the channel it named (`''` when it named none).
 pub async fn record_foreign_order(
     tx: &Transaction<'_>,
     order_id: &str,
+    channel: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     let record = tx.prepare_cached(FOREIGN_ORDER).await?;
-    tx.execute(&record, &[&order_id]).await?;
+    tx.execute(&record, &[&order_id, &channel.unwrap_or("")])
+        .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! custom attributes, shipments with their tracking, and captures as invoices.
 
 pub mod apply;
+pub mod channel;
 pub mod export;
 mod handler;
 pub mod relay;
@@ -11,7 +12,8 @@ pub mod version;
 
 use runtime::{QueueSpec, Runtime};
 
-pub use handler::{SalesHandler, SalesMessage, record_foreign_order, store_is_ours};
+pub use channel::SalesChannel;
+pub use handler::{SalesHandler, SalesMessage, record_foreign_order};
 pub use relay::SalesOutbox;
 
 /// The module's name: the `module` label of its metrics and its outbox rows' `module`.
@@ -24,9 +26,11 @@ pub const QUEUE: QueueSpec = QueueSpec {
     oms_bindings: protocol::sales::methods::CONSUMED,
 };
 
-/// Adds the sales consumer and the sales outbox relay to a runtime.
+/// Adds the sales consumer and the sales outbox relay to a runtime, selling as the
+/// runtime's sales channel (`OMSC_SALES_CHANNEL`).
 pub fn install(runtime: &mut Runtime) -> anyhow::Result<()> {
-    runtime.add_consumer(QUEUE, SalesHandler);
-    runtime.add_outbox_relay(SalesOutbox);
+    let channel = SalesChannel::new(runtime.shared().config.sales_channel.clone());
+    runtime.add_consumer(QUEUE, SalesHandler::new(channel.clone()));
+    runtime.add_outbox_relay(SalesOutbox::new(channel));
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Applying what the OMS says about orders.
 
+pub mod address;
 pub mod attributes;
 pub mod invoices;
 pub mod lines;
