@@ -25,6 +25,7 @@ pub const OUTBOUND_METHODS: &[&str] = &[
     protocol::sales::methods::CANCEL,
     protocol::postsales::methods::AUTHORIZE,
     protocol::catalog::methods::PRODUCT_UPDATED,
+    protocol::common::methods::NOTIFY,
 ];
 
 /// `(queue, exchange, routing key)` of the gateway's bindings on `commerce.events`.
