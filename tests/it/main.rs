@@ -10,6 +10,7 @@ mod conformance_returns;
 mod conformance_support;
 mod conformance_versions;
 mod dead_letters;
+mod dead_letters_notify;
 mod definitions;
 mod faults;
 mod gateway;

@@ -73,6 +73,13 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_RETRY_FOREVER")]
     pub retry_forever: bool,
 
+    /// Tell the OMS (`magento.common.error_management.notify`: method, message id, reason,
+    /// body) about every message of its that the connector dead-letters. The notification is
+    /// written with the dead letter and sent by the outbox relay, so none is lost and none
+    /// holds up a queue.
+    #[arg(long, env = "OMSC_NOTIFY_ERRORS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub notify_errors: bool,
+
     #[command(flatten)]
     pub consume: ConsumeConfig,
 
@@ -101,6 +108,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("queue_type", &self.queue_type)
             .field("migrate", &self.migrate)
             .field("retry_forever", &self.retry_forever)
+            .field("notify_errors", &self.notify_errors)
             .field("consume", &self.consume)
             .field("registration", &self.registration)
             .field("log_format", &self.log_format)

@@ -84,13 +84,21 @@ pub struct Selection {
     pub limit: i64,
 }
 
+/// Stores a dead letter and, when `$12`, the outbox row of its notification to the OMS
+/// (`notify.rs`), in one statement: the notification exists exactly when the dead letter
+/// does, and a dead letter delivered to the keeper twice (a crash before its acknowledgement)
+/// inserts neither the second time.
 const STORE: &str = "
-    INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id, attempts,
-                              headers, content_type, body, dead_at, fingerprint)
-    VALUES ($1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::bytea, $11::timestamptz,
-            encode(sha256(convert_to($1::text || '/' || $11::timestamptz::text || '/' || coalesce($6::text, ''), 'UTF8')
-                          || $10::bytea), 'hex'))
-    ON CONFLICT (queue, fingerprint) DO NOTHING";
+    WITH stored AS (
+        INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id,
+                                  attempts, headers, content_type, body, dead_at, fingerprint)
+        VALUES ($1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::bytea, $11::timestamptz,
+                encode(sha256(convert_to($1::text || '/' || $11::timestamptz::text || '/' || coalesce($6::text, ''), 'UTF8')
+                              || $10::bytea), 'hex'))
+        ON CONFLICT (queue, fingerprint) DO NOTHING
+        RETURNING id)
+    INSERT INTO outbox (module, topic, subject)
+    SELECT $13::text, $14::text, id::text FROM stored WHERE $12::bool";
 
 const SELECT: &str = "
     SELECT id, queue, module, endpoint, reason, routing_key, message_id, attempts, headers,
@@ -242,9 +250,19 @@ async fn store_until_stored(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let letter = Letter::read(delivery);
+    let letter = Letter::read(delivery, spec);
+    let notify = crate::notify::notifies(
+        shared.config.notify_errors,
+        spec,
+        letter.routing_key.as_deref().or(letter.endpoint.as_deref()),
+        delivery
+            .properties
+            .app_id()
+            .as_ref()
+            .map(ShortString::as_str),
+    );
     loop {
-        match store(shared, spec, &letter, &delivery.data).await {
+        match store(shared, spec, &letter, &delivery.data, notify).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -279,7 +297,7 @@ struct Letter {
 }
 
 impl Letter {
-    fn read(delivery: &lapin::message::Delivery) -> Self {
+    fn read(delivery: &lapin::message::Delivery, spec: &QueueSpec) -> Self {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let reason =
             header_string(&headers, REASON_HEADER).unwrap_or_else(|| broker_reason(&headers));
@@ -287,10 +305,13 @@ impl Letter {
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_else(Utc::now);
-        let routing_key = header_string(&headers, ROUTING_KEY_HEADER).or_else(|| {
-            // Dead-lettered by the broker: the routing key is still the original one.
-            Some(delivery.routing_key.as_str().to_owned()).filter(|k| !k.ends_with(".dead"))
-        });
+        let routing_key = header_string(&headers, ROUTING_KEY_HEADER)
+            .or_else(|| {
+                Some(delivery.routing_key.as_str().to_owned()).filter(|k| !k.ends_with(".dead"))
+            })
+            // Dead-lettered by the broker (delivery limit): it travelled with the dead-letter
+            // queue's name; the method it was sent with is in its death record.
+            .or_else(|| crate::notify::death_routing_key(&headers, spec));
         let short = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
         Self {
             module: storable::optional(header_string(&headers, MODULE_HEADER)),
@@ -335,6 +356,7 @@ async fn store(
     spec: &QueueSpec,
     letter: &Letter,
     body: &[u8],
+    notify: bool,
 ) -> anyhow::Result<()> {
     let client = shared
         .pool
@@ -342,7 +364,7 @@ async fn store(
         .await
         .map_err(|e| anyhow::anyhow!("database ({:?}): {e}", classify_pool(&e)))?;
     let statement = client.prepare_cached(STORE).await?;
-    let refused = match insert(&client, &statement, spec, letter, body).await {
+    let refused = match insert(&client, &statement, spec, letter, body, notify).await {
         Ok(()) => return Ok(()),
         Err(e) if storable::refused_for_its_values(&e) => e,
         Err(e) => return Err(e.into()),
@@ -354,7 +376,7 @@ async fn store(
         "the database refused a dead letter; storing its minimal form"
     );
     let minimal = letter.minimal(&refused);
-    let refused = match insert(&client, &statement, spec, &minimal, body).await {
+    let refused = match insert(&client, &statement, spec, &minimal, body, notify).await {
         Ok(()) => return Ok(()),
         Err(e) if storable::refused_for_its_values(&e) => e,
         Err(e) => return Err(e.into()),
@@ -375,7 +397,7 @@ async fn store(
         .into_owned(),
         ..minimal
     };
-    insert(&client, &statement, spec, &bare, &[]).await?;
+    insert(&client, &statement, spec, &bare, &[], notify).await?;
     Ok(())
 }
 
@@ -385,6 +407,7 @@ async fn insert(
     spec: &QueueSpec,
     letter: &Letter,
     body: &[u8],
+    notify: bool,
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
@@ -401,6 +424,9 @@ async fn insert(
                 &letter.content_type,
                 &body,
                 &letter.dead_at,
+                &notify,
+                &crate::notify::MODULE,
+                &crate::notify::TOPIC,
             ],
         )
         .await?;
