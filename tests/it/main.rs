@@ -31,6 +31,7 @@ mod privileges;
 mod proxy;
 mod raw_amqp;
 mod registration;
+mod registration_activation;
 mod report;
 mod report_server;
 mod sales;
