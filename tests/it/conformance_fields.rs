@@ -33,7 +33,7 @@ fn modules() -> [(runtime::QueueSpec, &'static [&'static str]); 4] {
         (inventory::QUEUE, protocol::inventory::methods::ALL),
         (sales::QUEUE, protocol::sales::methods::CONSUMED),
         (postsales::QUEUE, protocol::postsales::methods::CONSUMED),
-        (catalog::QUEUE, protocol::catalog::methods::COMMANDS),
+        (catalog::QUEUE, catalog::CONSUMED),
     ]
 }
 

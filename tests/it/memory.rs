@@ -206,7 +206,11 @@ async fn a_backlog_of_bodies_far_over_the_limit_is_kept_whole_under_the_bound() 
     let stock = stock_methods::AGGREGATE_STOCK_UPDATED;
     let mut messages = Vec::new();
     for i in 0..6 {
-        messages.push((stock, oversized(&format!("huge-{i}"), BODY), format!("huge-{i}")));
+        messages.push((
+            stock,
+            oversized(&format!("huge-{i}"), BODY),
+            format!("huge-{i}"),
+        ));
     }
     let after = json!({"jsonrpc": "2.0", "id": "after", "method": stock,
         "params": {"snapshot": {"aggregate_id": "EU", "mode": "DELTA",
@@ -242,7 +246,10 @@ async fn a_backlog_of_bodies_far_over_the_limit_is_kept_whole_under_the_bound() 
             letter.body.len()
         );
     }
-    let mut ids: Vec<_> = letters.iter().filter_map(|l| l.message_id.clone()).collect();
+    let mut ids: Vec<_> = letters
+        .iter()
+        .filter_map(|l| l.message_id.clone())
+        .collect();
     ids.sort();
     assert_eq!(ids, (0..6).map(|i| format!("huge-{i}")).collect::<Vec<_>>());
     eprintln!(

@@ -135,17 +135,23 @@ async fn one_process_per_module_registers_the_union_and_a_repeat_sends_nothing()
     assert_eq!(first["params"]["labels"]["modules"], "inventory");
     assert_eq!(strings(&first["params"]["subscribes"]), inventory_methods);
 
-    // The catalog process knows only its own (operator) methods, yet registers the union.
+    // The catalog process knows only its own methods (operator commands, which are never
+    // announced, and the bus's activation), yet registers the union.
+    let mut catalog_methods = Vec::new();
     let catalog_worker = {
         let config = catalog_config(&[]);
-        env.start_runtime(&registering(), move |app| {
-            catalog::install(app, &config).unwrap()
+        env.start_runtime(&registering(), |app| {
+            catalog::install(app, &config).unwrap();
+            catalog_methods = expected_subscribes(app);
         })
         .await
     };
+    assert_eq!(catalog_methods, [methods::ACTIVATE]);
+    let mut union = [inventory_methods.clone(), catalog_methods].concat();
+    union.sort();
     let second = next_json(&mut inbox).await;
     assert_eq!(second["params"]["labels"]["modules"], "catalog,inventory");
-    assert_eq!(strings(&second["params"]["subscribes"]), inventory_methods);
+    assert_eq!(strings(&second["params"]["subscribes"]), union);
 
     // Registering the same again sends nothing.
     let (flags, _) = env.flags(&registering());
@@ -183,7 +189,7 @@ async fn one_process_per_module_registers_the_union_and_a_repeat_sends_nothing()
         "id:         shop-eu",
         "secret:     set (not shown)",
         "by omsc register",
-        &format!("subscribes: {} methods", inventory_methods.len()),
+        &format!("subscribes: {} methods", union.len()),
         &inventory_methods[0],
         "\"modules\": \"catalog,inventory\"",
     ] {

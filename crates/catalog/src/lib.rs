@@ -5,6 +5,8 @@
 //! - Operator commands arrive on `connector.catalog`: `connector.catalog.export_full` creates
 //!   an export run and is acknowledged at once; the run itself is driven by the exporter task
 //!   of whichever replica holds its lease ([`export`]), chunk by chunk, resumable.
+//! - The service bus's `activation_management.activate` arrives there too: the connector
+//!   registers again (`command.rs` says why this queue).
 
 mod command;
 pub mod export;
@@ -19,14 +21,14 @@ use clap::Args;
 use prometheus::{IntCounter, IntGauge, Opts};
 use runtime::{QueueSpec, Runtime};
 
-pub use command::{CatalogCommand, CommandHandler};
+pub use command::{CONSUMED, CatalogCommand, CommandHandler};
 pub use relay::CatalogRelay;
 
-/// The module's queue (contract): operator commands, bound to exactly the commands the module
-/// handles.
+/// The module's queue (contract): commands to the connector (the operator's, and the
+/// service bus's activation), bound to exactly the commands the module handles.
 pub const QUEUE: QueueSpec = QueueSpec {
     name: "connector.catalog",
-    oms_bindings: protocol::catalog::methods::COMMANDS,
+    oms_bindings: CONSUMED,
 };
 
 /// The module's name: its metrics label and its outbox rows' `module`.
@@ -91,7 +93,7 @@ impl ExportMetrics {
 /// Adds the command consumer, the outbox relay and the full-export driver to a runtime.
 pub fn install(runtime: &mut Runtime, config: &CatalogConfig) -> anyhow::Result<()> {
     let metrics = ExportMetrics::register(&runtime.shared().registry)?;
-    runtime.add_consumer(QUEUE, CommandHandler);
+    runtime.add_consumer(QUEUE, CommandHandler::new(runtime.shared().clone()));
     runtime.add_outbox_relay(CatalogRelay);
     let lease = config.export_lease();
     runtime.add_task(

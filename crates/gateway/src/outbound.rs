@@ -56,7 +56,9 @@ const STORE_REMOTE_ENDPOINT: &str = "
     UPDATE connector_registration
        SET remote_endpoint = $1, remote_endpoint_at = now()";
 
-/// Where on the bus a method goes.
+/// Where on the bus a method goes: the registration to the bus itself, the product event to
+/// every subscriber, and the commands for the OMS (the orders, the returns, the error
+/// notifications: a `command` in the specification) to the OMS application.
 pub fn path_of(method: &str) -> &'static str {
     match method {
         service_bus::methods::REGISTER | service_bus::methods::UNREGISTER => "/",
@@ -530,6 +532,7 @@ mod tests {
             path_of(protocol::catalog::methods::PRODUCT_UPDATED),
             "/events"
         );
+        assert_eq!(path_of(protocol::common::methods::NOTIFY), "/delegate/oms");
     }
 
     #[test]

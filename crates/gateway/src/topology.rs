@@ -27,6 +27,7 @@ pub const OUTBOUND_METHODS: &[&str] = &[
     protocol::sales::methods::CREATE_COMMENT,
     protocol::postsales::methods::AUTHORIZE,
     protocol::catalog::methods::PRODUCT_UPDATED,
+    protocol::common::methods::NOTIFY,
 ];
 
 /// `(queue, exchange, routing key)` of the gateway's bindings on `commerce.events`.

@@ -78,7 +78,7 @@ impl StateFilter {
 pub struct Select {
     /// Row ids.
     ids: Vec<i64>,
-    /// Only rows of this module (sales, postsales, catalog).
+    /// Only rows of this module (sales, postsales, catalog; errors: the error notifications).
     #[arg(long)]
     module: Option<String>,
     /// Only rows of this topic (order.create, order.cancel, return.authorize, product, …).

@@ -8,6 +8,7 @@
 //! This crate does no I/O: it turns bytes into values and values into bytes, nothing else.
 
 pub mod catalog;
+pub mod common;
 pub mod envelope;
 pub mod inventory;
 pub mod lenient;

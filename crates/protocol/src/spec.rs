@@ -537,6 +537,10 @@ mod tests {
                 vec![postsales::methods::REFUND_CUSTOM_ATTRIBUTES_UPDATED],
                 fields::<postsales::WireRefundAttributesParams>(),
             ),
+            (
+                vec![crate::service_bus::methods::ACTIVATE],
+                fields::<crate::service_bus::WireActivateParams>(),
+            ),
         ];
         // Every method a module consumes has its reader here.
         let checked: Vec<&str> = readers.iter().flat_map(|(m, _)| m.clone()).collect();

@@ -81,6 +81,13 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMSC_SALES_CHANNEL")]
     pub sales_channel: Option<String>,
 
+    /// Tell the OMS (`magento.common.error_management.notify`: method, message id, reason,
+    /// body) about every message of its that the connector dead-letters. The notification is
+    /// written with the dead letter and sent by the outbox relay, so none is lost and none
+    /// holds up a queue.
+    #[arg(long, env = "OMSC_NOTIFY_ERRORS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub notify_errors: bool,
+
     #[command(flatten)]
     pub consume: ConsumeConfig,
 
@@ -110,6 +117,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("migrate", &self.migrate)
             .field("retry_forever", &self.retry_forever)
             .field("sales_channel", &self.sales_channel)
+            .field("notify_errors", &self.notify_errors)
             .field("consume", &self.consume)
             .field("registration", &self.registration)
             .field("log_format", &self.log_format)

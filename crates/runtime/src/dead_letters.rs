@@ -84,26 +84,34 @@ pub struct Selection {
     pub limit: i64,
 }
 
-/// Stores a dead letter, once: `$1`–`$10` are its identity and reason, its body is `$11` or
-/// the row staged by [`insert_streamed`].
+/// Stores a dead letter and, when `$11`, the outbox row of its notification to the OMS
+/// (`notify.rs`), in one statement: the notification exists exactly when the dead letter
+/// does, and a dead letter delivered to the keeper twice (a crash before its acknowledgement)
+/// inserts neither the second time. `$1`–`$10` are the letter's identity and reason, its body
+/// is `$14` or the row staged by [`insert_streamed`].
 macro_rules! store_sql {
     ($body:literal, $from:literal) => {
         concat!(
-            "INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key, message_id,
-                                       attempts, headers, content_type, dead_at, body, fingerprint)
-             SELECT $1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::timestamptz, ",
+            "WITH stored AS (
+                 INSERT INTO dead_letters (queue, module, endpoint, reason, routing_key,
+                                           message_id, attempts, headers, content_type, dead_at,
+                                           body, fingerprint)
+                 SELECT $1::text, $2, $3, $4, $5, $6::text, $7, $8, $9, $10::timestamptz, ",
             $body,
             ", encode(sha256(convert_to($1::text || '/' || $10::timestamptz::text || '/'
-                                        || coalesce($6::text, ''), 'UTF8') || ",
+                                            || coalesce($6::text, ''), 'UTF8') || ",
             $body,
             "), 'hex') ",
             $from,
-            " ON CONFLICT (queue, fingerprint) DO NOTHING"
+            " ON CONFLICT (queue, fingerprint) DO NOTHING
+                 RETURNING id)
+             INSERT INTO outbox (module, topic, subject)
+             SELECT $12::text, $13::text, id::text FROM stored WHERE $11::bool"
         )
     };
 }
 
-const STORE: &str = store_sql!("$11::bytea", "");
+const STORE: &str = store_sql!("$14::bytea", "");
 
 /// The same, with the body streamed into a temporary table first (see [`insert_streamed`]).
 const STORE_STAGED: &str = store_sql!("staged.body", "FROM pg_temp.omsc_dead_letter_body staged");
@@ -269,9 +277,23 @@ async fn store_until_stored(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let letter = Letter::read(delivery, shared.config.consume.limits().max_body_bytes);
+    let letter = Letter::read(
+        delivery,
+        spec,
+        shared.config.consume.limits().max_body_bytes,
+    );
+    let notify = crate::notify::notifies(
+        shared.config.notify_errors,
+        spec,
+        letter.routing_key.as_deref().or(letter.endpoint.as_deref()),
+        delivery
+            .properties
+            .app_id()
+            .as_ref()
+            .map(ShortString::as_str),
+    );
     loop {
-        match store(shared, spec, &letter, &delivery.data).await {
+        match store(shared, spec, &letter, &delivery.data, notify).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -308,7 +330,7 @@ struct Letter {
 impl Letter {
     /// `size_limit` is this process's `OMSC_MAX_MESSAGE_BYTES`, which names why a consumer
     /// refused a body unread.
-    fn read(delivery: &lapin::message::Delivery, size_limit: usize) -> Self {
+    fn read(delivery: &lapin::message::Delivery, spec: &QueueSpec, size_limit: usize) -> Self {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let reason = header_string(&headers, REASON_HEADER)
             .unwrap_or_else(|| broker_reason(&headers, delivery.data.len(), size_limit));
@@ -316,14 +338,22 @@ impl Letter {
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_else(Utc::now);
-        let routing_key = header_string(&headers, ROUTING_KEY_HEADER).or_else(|| {
-            // Dead-lettered by the broker: the routing key is still the original one.
-            Some(delivery.routing_key.as_str().to_owned()).filter(|k| !k.ends_with(".dead"))
-        });
+        let routing_key = header_string(&headers, ROUTING_KEY_HEADER)
+            .or_else(|| {
+                Some(delivery.routing_key.as_str().to_owned()).filter(|k| !k.ends_with(".dead"))
+            })
+            // Dead-lettered by the broker (delivery limit): it travelled with the dead-letter
+            // queue's name; the method it was sent with is in its death record.
+            .or_else(|| crate::notify::death_routing_key(&headers, spec));
         let short = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
         Self {
             module: storable::optional(header_string(&headers, MODULE_HEADER)),
-            endpoint: storable::optional(header_string(&headers, ENDPOINT_HEADER)),
+            // Dead-lettered by the broker, the method it was sent with is the endpoint (it is
+            // one the queue is bound to, so one of the closed set).
+            endpoint: storable::optional(
+                header_string(&headers, ENDPOINT_HEADER)
+                    .or_else(|| crate::notify::death_routing_key(&headers, spec)),
+            ),
             reason: storable::text(&reason).into_owned(),
             routing_key: storable::optional(routing_key),
             message_id: storable::optional(short(delivery.properties.message_id())),
@@ -334,10 +364,11 @@ impl Letter {
         }
     }
 
-    /// `$1`–`$10` of the store statements.
+    /// `$1`–`$13` of the store statements: the letter, and whether to notify the OMS.
     fn params<'a>(
         &'a self,
         spec: &'a QueueSpec,
+        notify: &'a bool,
     ) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
         vec![
             &spec.name,
@@ -350,6 +381,9 @@ impl Letter {
             &self.headers,
             &self.content_type,
             &self.dead_at,
+            notify,
+            &crate::notify::MODULE,
+            &crate::notify::TOPIC,
         ]
     }
 
@@ -383,6 +417,7 @@ async fn store(
     spec: &QueueSpec,
     letter: &Letter,
     body: &[u8],
+    notify: bool,
 ) -> anyhow::Result<()> {
     let client = shared
         .pool
@@ -390,7 +425,7 @@ async fn store(
         .await
         .map_err(|e| anyhow::anyhow!("database ({:?}): {e}", classify_pool(&e)))?;
     let mut client = client;
-    let refused = match insert(&mut client, spec, letter, body).await {
+    let refused = match insert(&mut client, spec, letter, body, notify).await {
         Ok(()) => return Ok(()),
         Err(e) if storable::refused_for_its_values(&e) => e,
         Err(e) => return Err(e.into()),
@@ -402,7 +437,7 @@ async fn store(
         "the database refused a dead letter; storing its minimal form"
     );
     let minimal = letter.minimal(&refused);
-    let refused = match insert(&mut client, spec, &minimal, body).await {
+    let refused = match insert(&mut client, spec, &minimal, body, notify).await {
         Ok(()) => return Ok(()),
         Err(e) if storable::refused_for_its_values(&e) => e,
         Err(e) => return Err(e.into()),
@@ -423,7 +458,7 @@ async fn store(
         .into_owned(),
         ..minimal
     };
-    insert(&mut client, spec, &bare, &[]).await?;
+    insert(&mut client, spec, &bare, &[], notify).await?;
     Ok(())
 }
 
@@ -432,12 +467,13 @@ async fn insert(
     spec: &QueueSpec,
     letter: &Letter,
     body: &[u8],
+    notify: bool,
 ) -> Result<(), tokio_postgres::Error> {
     if body.len() > STREAMED_BODY_BYTES {
-        return insert_streamed(client, spec, letter, body).await;
+        return insert_streamed(client, spec, letter, body, notify).await;
     }
     let statement = client.prepare_cached(STORE).await?;
-    let mut params = letter.params(spec);
+    let mut params = letter.params(spec, &notify);
     params.push(&body);
     client.execute(&statement, &params).await?;
     Ok(())
@@ -451,6 +487,7 @@ async fn insert_streamed(
     spec: &QueueSpec,
     letter: &Letter,
     body: &[u8],
+    notify: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.batch_execute(STAGE_TABLE).await?;
@@ -461,7 +498,8 @@ async fn insert_streamed(
     }
     sink.finish().await?;
     let statement = tx.prepare_cached(STORE_STAGED).await?;
-    tx.execute(&statement, &letter.params(spec)).await?;
+    tx.execute(&statement, &letter.params(spec, &notify))
+        .await?;
     tx.commit().await
 }
 

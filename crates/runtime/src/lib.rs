@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod incoming;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod outbox_rows;
 pub mod prefetch;
@@ -116,6 +117,8 @@ pub struct Runtime {
     /// The queues of the consumers, whose depths are sampled.
     queues: Vec<(&'static str, QueueSpec)>,
     modules: Vec<registration::ModuleMethods>,
+    /// Whether the relay of error notifications (`notify`) was added: once per process.
+    notifier: bool,
 }
 
 impl Runtime {
@@ -156,6 +159,7 @@ impl Runtime {
             consumed: Vec::new(),
             queues: Vec::new(),
             modules: Vec::new(),
+            notifier: false,
         })
     }
 
@@ -181,7 +185,9 @@ impl Runtime {
         &self.modules
     }
 
-    /// Adds a module's consumer of `spec`'s queue, and the keeper of its dead letters.
+    /// Adds a module's consumer of `spec`'s queue, and the keeper of its dead letters; with
+    /// `OMSC_NOTIFY_ERRORS`, also (once per process) the relay that tells the OMS about the
+    /// dead letters of its messages (`notify`).
     ///
     /// # Panics
     ///
@@ -205,6 +211,12 @@ impl Runtime {
             }),
         ));
         self.add_dead_letter_keeper(spec);
+        // Every worker that keeps dead letters of the OMS's messages relays their
+        // notifications; replicas share the rows like any module's outbox rows.
+        if self.shared.config.notify_errors && !spec.oms_bindings.is_empty() && !self.notifier {
+            self.notifier = true;
+            self.add_outbox_relay(notify::ErrorNotifier);
+        }
     }
 
     /// Adds the keeper of `spec`'s dead-letter queue (`add_consumer` does, for a module's

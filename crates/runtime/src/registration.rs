@@ -410,6 +410,38 @@ pub async fn run(shared: Shared, modules: Vec<ModuleMethods>, shutdown: Cancella
     }
 }
 
+/// Registers again because the bus asked (`activation_management.activate`): the
+/// registration built from `connector_modules`, sent even when the broker already confirmed
+/// the same one (the bus may have lost it: that is why it asks), recorded as sent by the
+/// activation. Used by the one consumer of activations, so a fleet answers an activation
+/// with one registration. On its own connections: the registration serializes with others
+/// under its advisory lock, which the consumer's batch transaction must not wait on.
+/// A [`RegistrationError::NoModules`] comes back as such (downcast it): waiting does not
+/// change it until a worker records its modules.
+pub async fn activate(shared: &Shared, client_id: &str) -> anyhow::Result<Sent> {
+    let config = &shared.config;
+    let mut client = crate::db::connect(&config.database_url, "omsc-activation").await?;
+    let (connection, publisher) = open_publisher(
+        &config.amqp_url,
+        &shared.topology,
+        config.declare_topology,
+        "omsc-activation",
+    )
+    .await?;
+    let sent_by = format!("activation (client {client_id})");
+    let result = register(
+        &mut client,
+        &publisher,
+        &shared.topology,
+        &config.registration,
+        &sent_by,
+        true,
+    )
+    .await;
+    let _ = amqp::within("closing", connection.close(200, "done".into())).await;
+    Ok(result?)
+}
+
 /// The SHA-256 of a secret, in hex: what is stored to tell whether it changed.
 fn sha256_hex(secret: &str) -> String {
     use sha2::Digest as _;
