@@ -239,6 +239,36 @@ async fn with_notifications_switched_off_a_dead_letter_is_only_kept() {
     env.teardown().await;
 }
 
+/// No queue takes notifications (an OMS on the broker that does not bind the method, no
+/// gateway): the row is settled with nothing sent, at once, not retried for ever as a failing
+/// outbox row would be, and the dead letter stays what it is.
+#[tokio::test]
+async fn a_notification_nobody_takes_is_settled_not_retried() {
+    let env = TestEnv::new().await;
+    let worker = start_inventory_and_catalog(&env, &[]).await;
+    publish(&env, STOCK, "oms-bad-2", stock_update("oms-bad-2", "-3")).await;
+    let letters = env.expect_dead_letters(1).await;
+    let subject = letters[0].id.to_string();
+    wait_until("the notification row to be settled", PATIENCE, || async {
+        notification_rows(&env).await == [(subject.clone(), true)]
+    })
+    .await;
+    let (attempts, error): (i32, Option<String>) = {
+        let row = env
+            .db
+            .query_one(
+                "SELECT attempts, last_error FROM outbox WHERE module = 'errors'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((attempts, error), (1, None), "settled on its first attempt");
+    worker.stop().await;
+    env.teardown().await;
+}
+
 #[tokio::test]
 async fn a_message_the_broker_dead_lettered_after_its_delivery_limit_is_notified() {
     let env = TestEnv::new().await;

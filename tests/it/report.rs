@@ -357,7 +357,11 @@ async fn run_omsc(env: &TestEnv, args: &[&str]) -> String {
 #[tokio::test]
 async fn the_report_shows_a_workers_real_traffic_as_a_table_and_as_json() {
     let env = TestEnv::new().await;
-    let worker = env.start_worker_with(&["--stats-flush-secs=0.2"]).await;
+    // One endpoint: the dead letter's notification to the OMS would be a second (outbound)
+    // one, and is the subject of dead_letters_notify.rs.
+    let worker = env
+        .start_worker_with(&["--stats-flush-secs=0.2", "--notify-errors=false"])
+        .await;
     let publisher = env.publisher().await;
     let mut messages: Vec<(&str, Vec<u8>, String)> =
         (0..6).map(|i| (STOCK, delta(i), format!("d{i}"))).collect();
@@ -428,7 +432,13 @@ fn free_port() -> u16 {
 async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_on_sigterm() {
     let env = TestEnv::new().await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut process = env.spawn_binary("omsc-inventory", &[("OMSC_HTTP_ADDR", &addr.to_string())]);
+    let mut process = env.spawn_binary(
+        "omsc-inventory",
+        &[
+            ("OMSC_HTTP_ADDR", &addr.to_string()),
+            ("OMSC_REVISION", "4d2c0ffee123"),
+        ],
+    );
     wait_until("the worker to be ready", PATIENCE, || async {
         http_get(addr, "/readyz").await.0 == 200
     })
@@ -462,9 +472,15 @@ async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_o
         r#"omsc_queue_messages{module="inventory",queue="connector.inventory"} 0"#,
         "# TYPE omsc_message_duration_seconds histogram",
         "# TYPE omsc_source_lag_seconds gauge",
+        // The process, as every Prometheus exporter serves it, and what build runs.
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_open_fds gauge",
+        r#"omsc_build_info{revision="4d2c0ffee123",version=""#,
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
+    assert!(metric_value(&text, "process_resident_memory_bytes", &[]) > 1e6);
     let last = metric_value(&text, "omsc_last_message_timestamp_seconds", &handled);
     assert!(
         (Utc::now().timestamp() as f64 - last).abs() < 120.0,

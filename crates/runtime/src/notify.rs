@@ -70,6 +70,13 @@ impl OutboxHandler for ErrorNotifier {
         MODULE
     }
 
+    /// An OMS that talks AMQP may not bind `error_management.notify` (the spec does not make
+    /// it consume them), and without a bus no gateway queue takes them: then nobody is told,
+    /// and the row must not wait for ever (nor page an operator as a failing outbox row).
+    fn unrouted(&self) -> crate::outbox::Unrouted {
+        crate::outbox::Unrouted::NobodyListens
+    }
+
     async fn build(
         &self,
         client: &deadpool_postgres::Client,

@@ -86,9 +86,25 @@ pub enum BuildError {
     Invalid(String),
 }
 
+/// What it means for a module's rows that no queue took a message (the broker returned it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// The receiver's queue is missing (not declared yet, an OMS not connected yet): keep
+    /// the row and try again later. An order or a return must reach the OMS.
+    Retry,
+    /// Nobody subscribes to these messages, and that is allowed: the row is settled as
+    /// having nothing to send (error notifications where the OMS does not take them).
+    NobodyListens,
+}
+
 /// A module's side of the relay: turning a row into a message.
 pub trait OutboxHandler: Send + Sync + 'static {
     fn module(&self) -> &'static str;
+
+    /// What a message of this module that no queue took means (see [`Unrouted`]).
+    fn unrouted(&self) -> Unrouted {
+        Unrouted::Retry
+    }
 
     /// Builds the message for `row` from the current state of the database.
     fn build<'a>(
@@ -322,9 +338,13 @@ impl<H: OutboxHandler> Relay<H> {
                     Err(e @ PublishError::TooLong(_)) => {
                         (Settle::Retry(format!("cannot be sent: {e}"), true), None)
                     }
-                    Err(e @ PublishError::Unroutable { .. }) => {
-                        (Settle::Retry(e.to_string(), false), None)
-                    }
+                    Err(e @ PublishError::Unroutable { .. }) => match this.handler.unrouted() {
+                        Unrouted::Retry => (Settle::Retry(e.to_string(), false), None),
+                        Unrouted::NobodyListens => {
+                            tracing::debug!(module = this.handler.module(), error = %e, "nobody takes this message; settled");
+                            (Settle::Nothing, None)
+                        }
+                    },
                     Err(e) => (
                         Settle::Retry(format!("broker: {e}"), false),
                         Some(e.to_string()),
