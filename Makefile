@@ -5,6 +5,8 @@ export RUST_BACKTRACE ?= 0
 # As in the container image (deploy/docker/Dockerfile): large message bodies go back to the
 # system when freed, which keeps a worker's memory flat through a FULL snapshot.
 export MALLOC_MMAP_THRESHOLD_ ?= 131072
+# What omsc_build_info{revision} says; read at start, so a commit rebuilds nothing.
+export OMSC_REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 .DEFAULT_GOAL := help
 

@@ -129,6 +129,7 @@ impl Runtime {
         amqp::check_url(&config.amqp_url)?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
+        metrics::register_process(&registry).context("registering the process metrics")?;
         let pool = db::pool_with_timeout(
             &config.database_url,
             "omsc",

@@ -171,3 +171,31 @@ impl Metrics {
         Ok(metrics)
     }
 }
+
+/// `process_*` (resident and virtual memory, CPU seconds, open and maximum file descriptors,
+/// start time, threads: Prometheus' standard process collector, read from `/proc`) and
+/// `omsc_build_info{version,revision}`, always 1, whose labels say what runs: the version of
+/// the crates and the revision the image was built from (`OMSC_REVISION`, set by the image
+/// and by `make run`; `unknown` otherwise). Read at start rather than compiled in, so that a
+/// new commit does not rebuild every crate.
+pub fn register_process(registry: &Registry) -> prometheus::Result<()> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let revision = std::env::var("OMSC_REVISION")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "omsc_build_info",
+            "The running build: its version and revision, always 1",
+        ),
+        &["version", "revision"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), revision.as_str()])
+        .set(1);
+    registry.register(Box::new(build))
+}
