@@ -45,6 +45,25 @@ modules -= {"gateway"}
 if named != modules:
     sys.exit(f"monitoring-check: OmscModuleDown names {sorted(named)}, the code's modules are {sorted(modules)}")
 PY
+# Every alert links its runbook, and the runbook is there: a `### <alert>` section of
+# docs/operations.md, linked by its anchor from the operator's base URL.
+python3 - deploy/prometheus/alerts.yml docs/operations.md <<'PY'
+import re, sys
+rules, operations = sys.argv[1:]
+sections = set(re.findall(r"^### (\w+)$", open(operations).read(), re.M))
+problems = []
+for block in open(rules).read().split("- alert: ")[1:]:
+    name = block.split()[0]
+    link = re.search(r'runbook_url: "\{\{ \$externalLabels\.omsc_runbooks \}\}#(\w+)"', block)
+    if not link:
+        problems.append(f"{name} has no runbook_url from omsc_runbooks")
+    elif link.group(1) != name.lower():
+        problems.append(f"{name} links #{link.group(1)}, not #{name.lower()}")
+    if name not in sections:
+        problems.append(f"{name} has no '### {name}' runbook in docs/operations.md")
+if problems:
+    sys.exit("monitoring-check: " + "; ".join(problems))
+PY
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
