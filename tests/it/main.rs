@@ -4,6 +4,7 @@
 mod bad_input;
 mod catalog;
 mod catalog_export;
+mod cli;
 mod conformance;
 mod conformance_fields;
 mod conformance_returns;

@@ -9,18 +9,26 @@ pub enum Command {
     List,
     /// Make a website sell from an aggregate (creates the website if needed).
     Map {
+        /// The OMS stock aggregate (`aggregate_id` of its stock messages).
         aggregate_id: String,
+        /// The website's code.
         website: String,
         /// Display name of the website, when it is created.
         #[arg(long)]
         name: Option<String>,
     },
     /// Remove a website's aggregate.
-    Unmap { website: String },
+    Unmap {
+        /// The website's code.
+        website: String,
+    },
     /// Is `quantity` of `sku` sellable on `website`? Exits 1 when it is not.
     Sellable {
+        /// The website's code.
         website: String,
+        /// The product's SKU.
         sku: String,
+        /// How many the customer wants.
         #[arg(long, default_value_t = 1)]
         quantity: i64,
     },

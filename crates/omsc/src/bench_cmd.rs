@@ -29,6 +29,7 @@ pub struct BenchArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         hide_env_values = true
     )]
+    /// The broker to measure (it gets queues under a prefix of its own, removed after).
     amqp_url: String,
     /// Run only these scenarios (broker, postgres, naive, delta, full, mixed, latency,
     /// orders, catalog).

@@ -29,11 +29,17 @@ pub enum Command {
         detach: bool,
     },
     /// Follow a running export until it is done.
-    Watch { run_id: String },
+    Watch {
+        /// The export's run id (`omsc catalog exports`).
+        run_id: String,
+    },
     /// Recent exports and their progress.
     Exports,
     /// Stop an export; the worker driving it leaves it at its next chunk.
-    Cancel { run_id: String },
+    Cancel {
+        /// The export's run id (`omsc catalog exports`).
+        run_id: String,
+    },
 }
 
 pub async fn run(config: &RuntimeConfig, command: Command) -> anyhow::Result<()> {

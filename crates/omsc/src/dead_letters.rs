@@ -19,11 +19,15 @@ pub enum Command {
         /// Output as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Most dead letters listed, newest first.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
     /// Everything about one dead letter: reason, headers, body.
-    Show { id: i64 },
+    Show {
+        /// The dead letter's id (`omsc dead-letters list`).
+        id: i64,
+    },
     /// Publish open dead letters back to their queue, with their original message id.
     Replay {
         #[command(flatten)]

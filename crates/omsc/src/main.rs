@@ -14,7 +14,9 @@ mod status;
 mod terminal;
 mod topology_cmd;
 
-use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -107,6 +109,14 @@ enum Command {
     },
     /// The registration, the recorded modules, the outbox and the catalog exports.
     Status(DatabaseArgs),
+    /// Print a shell completion script for omsc (e.g. `omsc completions bash >
+    /// /etc/bash_completion.d/omsc`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print omsc's manual page (roff), e.g. `omsc man | man -l -`.
+    Man,
     /// Sources: `sync` reads every source the OMS knows from its service bus.
     Sources {
         #[command(flatten)]
@@ -221,10 +231,24 @@ impl Module {
     }
 }
 
+/// Exit status of a command that failed. 1 is a command's "no" (not sellable, not verified),
+/// 2 an error, as clap's own usage errors are.
+const EXIT_ERROR: u8 = 2;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match execute(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Migrate(db) => {
             runtime::telemetry::init(runtime::config::LogFormat::Text);
             let applied = runtime::db::migrate(&db.database_url).await?;
@@ -267,6 +291,14 @@ async fn main() -> anyhow::Result<()> {
             runtime::telemetry::init(runtime::config::LogFormat::Text);
             sources_cmd::run(&db.database_url, &bus, command).await
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "omsc", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
     }
 }
 
@@ -305,4 +337,34 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         install(&mut app, *module, &args.inventory, &args.catalog, None)?;
     }
     registration::register(&args.runtime, app.modules()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag and argument of every command says what it is for in `--help` (and so in
+    /// the man page and the completions' descriptions).
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&command, "omsc", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

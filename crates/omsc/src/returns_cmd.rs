@@ -35,8 +35,10 @@ pub enum Command {
     },
     /// The newest returns, of one order or of all.
     List {
+        /// Only the returns of this order (its increment id).
         #[arg(long)]
         order: Option<String>,
+        /// Most returns listed, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },

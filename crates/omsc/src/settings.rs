@@ -7,6 +7,7 @@ pub enum Command {
     /// Whether people (not only the connector) may change OMS-owned tables such as
     /// stock_items. For development only: the next OMS message overwrites hand edits.
     HandEdits {
+        /// Allow or deny; without it, the current state is shown.
         #[arg(value_enum)]
         state: Option<HandEdits>,
     },

@@ -35,8 +35,10 @@ pub struct StockArgs {
     /// Prefix of the exchange and queue names, as the workers use.
     #[arg(long, env = "OMSC_PREFIX", default_value = "")]
     prefix: String,
+    /// Seed of the random traffic: the same seed gives the same messages.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Stock aggregates the SKUs are spread over.
     #[arg(long, default_value_t = 3)]
     aggregates: usize,
     /// SKUs per aggregate.
