@@ -34,6 +34,8 @@ pub enum BatchAbort {
 pub struct BatchDone<M> {
     pub messages: Vec<Incoming<M>>,
     pub outcomes: Vec<Outcome>,
+    /// The batch's span, which its acknowledgement runs in.
+    pub span: tracing::Span,
 }
 
 pub struct BatchContext<H: Handler> {
@@ -48,6 +50,7 @@ impl<H: Handler> BatchContext<H> {
     pub async fn run(
         self: Arc<Self>,
         messages: Vec<Incoming<H::Message>>,
+        span: tracing::Span,
     ) -> Result<BatchDone<H::Message>, BatchAbort> {
         let mut outcomes: Vec<Option<Outcome>> = messages
             .iter()
@@ -74,7 +77,11 @@ impl<H: Handler> BatchContext<H> {
             .map(|o| o.expect("every message has an outcome"))
             .collect();
         self.publish_failures(&messages, &outcomes).await?;
-        Ok(BatchDone { messages, outcomes })
+        Ok(BatchDone {
+            messages,
+            outcomes,
+            span,
+        })
     }
 
     /// Applies `batch`; when the database refuses the batch, halves it until the message
