@@ -176,8 +176,14 @@ struct Relay<H: OutboxHandler> {
     publisher: Option<(lapin::Connection, Publisher)>,
 }
 
+/// Why a round stopped early; the relay waits with backoff and tries again.
+#[derive(Debug, thiserror::Error)]
 enum RoundError {
-    Database(String),
+    #[error("{0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
     Broker(String),
 }
 
@@ -191,7 +197,7 @@ impl<H: OutboxHandler> Relay<H> {
             self.beat.beat();
             match self.drain(&shutdown).await {
                 Ok(()) => backoff.reset(),
-                Err(RoundError::Database(e)) | Err(RoundError::Broker(e)) => {
+                Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(module, error = %e, ?delay, "outbox relay waits");
                     tokio::select! {
@@ -234,16 +240,8 @@ impl<H: OutboxHandler> Relay<H> {
 
     async fn round(&mut self) -> Result<usize, RoundError> {
         let module = self.handler.module();
-        let client = self
-            .shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| RoundError::Database(e.to_string()))?;
-        let claim = client
-            .prepare_cached(CLAIM)
-            .await
-            .map_err(|e| RoundError::Database(e.to_string()))?;
+        let client = self.shared.pool.get().await?;
+        let claim = client.prepare_cached(CLAIM).await?;
         let rows: Vec<OutboxRow> = client
             .query(
                 &claim,
@@ -254,8 +252,7 @@ impl<H: OutboxHandler> Relay<H> {
                     &(self.shared.config.outbox_claim_secs.max(1) as f64),
                 ],
             )
-            .await
-            .map_err(|e| RoundError::Database(e.to_string()))?
+            .await?
             .iter()
             .map(|r| OutboxRow {
                 id: r.get(0),
@@ -290,13 +287,13 @@ impl<H: OutboxHandler> Relay<H> {
             };
             let outcome = match built_row {
                 Err(BuildError::Database(e)) if classify(&e) == DbFailure::Unavailable => {
-                    return Err(RoundError::Database(e.to_string()));
+                    return Err(RoundError::Database(e));
                 }
                 Err(BuildError::Database(e)) => {
-                    Err(Settle::Retry(format!("building the message: {e}"), false))
+                    Err(Settle::Retry(format!("building the message: {e}")))
                 }
-                Err(BuildError::NotYet(reason)) => Err(Settle::Retry(reason, false)),
-                Err(BuildError::Invalid(reason)) => Err(Settle::Retry(reason, true)),
+                Err(BuildError::NotYet(reason)) => Err(Settle::Retry(reason)),
+                Err(BuildError::Invalid(reason)) => Err(Settle::Fail(reason)),
                 Ok(Built::Nothing) => Err(Settle::Nothing),
                 Ok(Built::Message(outgoing)) => Ok(outgoing),
             };
@@ -313,22 +310,19 @@ impl<H: OutboxHandler> Relay<H> {
                 };
                 let publisher = match publisher {
                     Ok(publisher) => publisher,
-                    Err(e) => return (Settle::Retry(format!("broker: {e}"), false), None),
+                    Err(e) => return (Settle::Retry(format!("broker: {e}")), None),
                 };
                 match this.publish(publisher, &outgoing).await {
                     Ok(()) => (Settle::Sent(outgoing.message_id), None),
                     // The same row builds the same message id again: fail it now, with the
                     // reason, and let the rows behind it go out.
                     Err(e @ PublishError::TooLong(_)) => {
-                        (Settle::Retry(format!("cannot be sent: {e}"), true), None)
+                        (Settle::Fail(format!("cannot be sent: {e}")), None)
                     }
                     Err(e @ PublishError::Unroutable { .. }) => {
-                        (Settle::Retry(e.to_string(), false), None)
+                        (Settle::Retry(e.to_string()), None)
                     }
-                    Err(e) => (
-                        Settle::Retry(format!("broker: {e}"), false),
-                        Some(e.to_string()),
-                    ),
+                    Err(e) => (Settle::Retry(format!("broker: {e}")), Some(e.to_string())),
                 }
             }
         });
@@ -377,27 +371,26 @@ impl<H: OutboxHandler> Relay<H> {
         settle: Settle,
     ) -> Result<(), RoundError> {
         let module = self.handler.module();
-        let db = |e: tokio_postgres::Error| RoundError::Database(e.to_string());
+        // Failed now rather than at the end of the retry window.
+        let fail_now = matches!(settle, Settle::Fail(_));
         match settle {
             Settle::Sent(message_id) => {
-                let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
+                let stmt = client.prepare_cached(SETTLE_SENT).await?;
                 client
                     .execute(&stmt, &[&row.id, &row.version, &message_id])
-                    .await
-                    .map_err(db)?;
+                    .await?;
                 self.count(row, "sent");
             }
             Settle::Nothing => {
-                let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
+                let stmt = client.prepare_cached(SETTLE_SENT).await?;
                 client
                     .execute(&stmt, &[&row.id, &row.version, &None::<String>])
-                    .await
-                    .map_err(db)?;
+                    .await?;
                 self.count(row, "nothing");
             }
-            Settle::Retry(reason, permanent) => {
+            Settle::Retry(reason) | Settle::Fail(reason) => {
                 let delay = retry_delay(row.attempts);
-                let stmt = client.prepare_cached(RETRY_LATER).await.map_err(db)?;
+                let stmt = client.prepare_cached(RETRY_LATER).await?;
                 let failed: bool = client
                     .query_one(
                         &stmt,
@@ -405,12 +398,11 @@ impl<H: OutboxHandler> Relay<H> {
                             &row.id,
                             &reason,
                             &delay.as_secs_f64(),
-                            &permanent,
+                            &fail_now,
                             &RETRY_WINDOW.as_secs_f64(),
                         ],
                     )
-                    .await
-                    .map_err(db)?
+                    .await?
                     .get(0);
                 if failed {
                     tracing::error!(module, topic = %row.topic, subject = %row.subject, %reason, "outbox row failed for good");
@@ -548,11 +540,17 @@ async fn listen_once(
     }
 }
 
+/// What becomes of a claimed row after its round.
 enum Settle {
+    /// Published with this message id.
     Sent(String),
+    /// Nothing to send any more.
     Nothing,
-    /// Retry later with this reason; `true`: never, mark failed now.
-    Retry(String, bool),
+    /// Retried later with this reason (and marked failed once [`RETRY_WINDOW`] is over).
+    Retry(String),
+    /// Can never be sent (the same row would build the same refused message): marked failed
+    /// now with this reason, so the rows behind it go out.
+    Fail(String),
 }
 
 /// What a caught panic said, when it said it with a string.
