@@ -36,6 +36,7 @@ use crate::amqp::{self, Publisher};
 use crate::backoff::Backoff;
 use crate::batch::{BatchAbort, BatchContext, BatchDone};
 use crate::handler::Handler;
+use crate::host::host_name;
 use crate::incoming::Incoming;
 use crate::prefetch::PrefetchGovernor;
 use crate::topology::QueueSpec;
@@ -544,16 +545,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The name of this host, for connection names and worker identities.
-pub(crate) fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// After a consumer's broker session ended with `error`: says so (log, `/readyz`, the
