@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::FutureExt as _;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
-use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -190,7 +189,14 @@ enum RoundError {
 impl<H: OutboxHandler> Relay<H> {
     async fn run(mut self, shutdown: CancellationToken) {
         let module = self.handler.module();
-        let mut wake = self.listen(&shutdown);
+        // The triggers on `outbox` notify `omsc_outbox` with the row's module.
+        let mut wake = crate::db::listen(
+            &self.shared.config.database_url,
+            "omsc-outbox-listener",
+            "omsc_outbox",
+            move |payload| payload == module,
+            &shutdown,
+        );
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut rounds = 0u64;
         loop {
@@ -483,59 +489,6 @@ impl<H: OutboxHandler> Relay<H> {
             let _ = client
                 .execute(FORGET_SENT, &[&KEEP_SENT.as_secs_f64()])
                 .await;
-        }
-    }
-
-    /// Notifications on `omsc_outbox` for this module; reconnects in the background.
-    fn listen(&self, shutdown: &CancellationToken) -> tokio::sync::mpsc::Receiver<()> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let url = self.shared.config.database_url.clone();
-        let module = self.handler.module();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-            while !shutdown.is_cancelled() {
-                if let Err(e) = listen_once(&url, module, &tx, &shutdown).await {
-                    tracing::debug!(module, error = %e, "outbox listener reconnects");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                }
-            }
-        });
-        rx
-    }
-}
-
-async fn listen_once(
-    url: &str,
-    module: &str,
-    wake: &tokio::sync::mpsc::Sender<()>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let target = crate::db::pg_config(url, "omsc-outbox-listener")?;
-    let (client, mut connection) = target.config.connect(target.tls).await?;
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let listen = client.batch_execute("LISTEN omsc_outbox");
-    tokio::pin!(listen);
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            result = &mut listen, if !listening => {
-                result?;
-                listening = true;
-                let _ = wake.try_send(());
-            }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(n))) if n.payload() == module => {
-                    let _ = wake.try_send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
-            },
         }
     }
 }
