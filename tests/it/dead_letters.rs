@@ -2,10 +2,14 @@
 //! why each message failed, fixes the cause, replays; a replay keeps the message id and goes
 //! through the same filters.
 
-use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
-use serde_json::Value;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
-use crate::helpers::{PATIENCE, TestEnv, binary, wait_until};
+use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot, methods};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+use crate::helpers::{INVENTORY_QUEUE, PATIENCE, TestEnv, binary, wait_until};
 
 fn snapshot(mode: SnapshotMode, secs: i64, entries: &[(&str, i64)]) -> StockSnapshot {
     StockSnapshot {
@@ -321,5 +325,86 @@ async fn a_reason_is_matched_as_text_not_as_a_pattern() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("say which dead letters"));
     assert_eq!(env.dead_letters().await.len(), 3, "nothing was discarded");
+    env.teardown().await;
+}
+
+/// A dead-lettered message's log line names the message (its AMQP message id) and carries
+/// the span of the batch it came in (module, queue, message count), in the JSON log format
+/// a collector reads.
+#[tokio::test]
+async fn a_dead_letter_log_line_names_its_message_and_its_batch() {
+    let env = TestEnv::new().await;
+    let mut worker = env
+        .binary_command(
+            "omsc-inventory",
+            &[],
+            &[("OMSC_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the log as it is written (a full pipe would stall the worker).
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.lock().unwrap().push(line);
+            }
+        })
+    };
+    // A snapshot in the vendor's shape with a negative quantity: refused by the parser.
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": "f7a4c1d2",
+        "method": methods::AGGREGATE_STOCK_UPDATED,
+        "params": {"snapshot": {
+            "aggregate_id": "EU",
+            "mode": "DELTA",
+            "created_on": "2026-01-01 00:00:00",
+            "stock": [{"sku": "A-1", "quantity": -3}]
+        }}
+    });
+    let publisher = env.publisher().await;
+    publisher
+        .publish_all(
+            [(
+                methods::AGGREGATE_STOCK_UPDATED,
+                body.to_string().into_bytes(),
+                "log-me-7f3a".to_owned(),
+            )],
+            1,
+        )
+        .await
+        .unwrap();
+    env.expect_dead_letters(1).await;
+
+    let dead_lettered = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == "dead-lettered")
+    };
+    wait_until("the dead-lettered log line", PATIENCE, || async {
+        dead_lettered().is_some()
+    })
+    .await;
+    let line = dead_lettered().unwrap();
+    assert_eq!(line["message_id"], "log-me-7f3a", "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(
+        line["reason"].as_str().unwrap_or("").contains("quantity"),
+        "{line}"
+    );
+    let span = &line["span"];
+    assert_eq!(span["name"], "batch", "{line}");
+    assert_eq!(span["module"], "inventory", "{line}");
+    assert_eq!(span["queue"], env.queue(INVENTORY_QUEUE).as_str(), "{line}");
+    assert_eq!(span["messages"], 1, "{line}");
+
+    worker.kill().await.unwrap();
+    reader.await.unwrap();
     env.teardown().await;
 }

@@ -169,6 +169,19 @@ impl TestEnv {
         args: &[&str],
         extra_env: &[(&str, &str)],
     ) -> tokio::process::Child {
+        self.binary_command(name, args, extra_env)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+    }
+
+    /// The command that starts a real binary with arguments and this environment's settings
+    /// in its environment, for a test that needs more of it (its output piped).
+    pub fn binary_command(
+        &self,
+        name: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(binary(name));
         command
             .args(args)
@@ -186,8 +199,6 @@ impl TestEnv {
             command.env(k, v);
         }
         command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"))
     }
 
     pub fn queue(&self, base: &str) -> String {

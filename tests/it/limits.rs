@@ -189,12 +189,21 @@ async fn a_background_loop_that_stops_or_stops_beating_makes_the_process_not_rea
     })
     .await;
 
-    let (status, body) = wait_for_line(
+    wait_for_line(
         worker.http,
         "/readyz",
         "probe loop: not ready (stopped: panicked: the probe loop gives up)",
     )
     .await;
+    // The probe loop's end can show before the silent loop has missed its first beat (0.2 s
+    // after it started): wait for both before reading the lines.
+    wait_until("the silent loop to miss its beat", PATIENCE, || async {
+        let (_, body) = http_get(worker.http, "/readyz").await;
+        body.lines()
+            .any(|l| l.starts_with("silent loop: not ready (no beat for "))
+    })
+    .await;
+    let (status, body) = http_get(worker.http, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     // Every loop of the module has its line; the ones that run are ready.
     for running in [

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, PublisherConfirm};
@@ -27,7 +26,6 @@ use runtime::Shared;
 use runtime::amqp::{self, OPERATION_TIMEOUT};
 use runtime::backoff::Backoff;
 use runtime::health::Beat;
-use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::ExportMetrics;
@@ -136,7 +134,14 @@ pub async fn run(
         std::process::id(),
         chrono::Utc::now().timestamp_micros()
     );
-    let mut wake = listen(&shared.config.database_url, &shutdown);
+    // Any notification on the channel is a new run.
+    let mut wake = runtime::db::listen(
+        &shared.config.database_url,
+        "omsc-catalog-export-listener",
+        CHANNEL,
+        |_| true,
+        &shutdown,
+    );
     let mut exporter = Exporter {
         shared,
         lease,
@@ -421,57 +426,6 @@ impl Exporter {
         if let Some((connection, channel)) = self.publisher.take() {
             let _ = amqp::within("closing", channel.close(200, "export idle".into())).await;
             let _ = amqp::within("closing", connection.close(200, "export idle".into())).await;
-        }
-    }
-}
-
-/// Notifications of new runs; reconnects in the background.
-fn listen(url: &str, shutdown: &CancellationToken) -> tokio::sync::mpsc::Receiver<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let url = url.to_owned();
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        while !shutdown.is_cancelled() {
-            if let Err(e) = listen_once(&url, &tx, &shutdown).await {
-                tracing::debug!(error = %e, "export listener reconnects");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-        }
-    });
-    rx
-}
-
-async fn listen_once(
-    url: &str,
-    wake: &tokio::sync::mpsc::Sender<()>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let config = runtime::db::pg_config(url, "omsc-catalog-export-listener")?;
-    let (client, mut connection) = config.config.connect(config.tls.clone()).await?;
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {CHANNEL}");
-    let listen = client.batch_execute(&statement);
-    tokio::pin!(listen);
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            result = &mut listen, if !listening => {
-                result?;
-                listening = true;
-            }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    let _ = wake.try_send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
-            },
         }
     }
 }

@@ -41,14 +41,9 @@ const AFTER_SKU: &str = concat!(
 const TOMBSTONE: &str = "SELECT type FROM product_tombstones WHERE sku = $1";
 
 /// Why a stored product cannot be exported (the relay marks its row failed with it).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Invalid(pub String);
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What the database holds about a SKU.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use runtime::Shared;
 use runtime::backoff::Backoff;
 use runtime::health::Beat;
-use stock_filter::Ledger;
+use stock_filter::StockScope;
 use tokio_util::sync::CancellationToken;
 
 use crate::StockMetrics;
@@ -55,7 +55,7 @@ async fn settle_due(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut client = shared.pool.get().await?;
-    for ledger in [Ledger::Aggregate, Ledger::Source] {
+    for ledger in [StockScope::Aggregate, StockScope::Source] {
         while !shutdown.is_cancelled() {
             let Some(zeroing) = stock_filter::settle_nonzero(&mut client, ledger, settle).await?
             else {

@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::PoolError;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, try_join_all};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ pub enum BatchAbort {
 pub struct BatchDone<M> {
     pub messages: Vec<Incoming<M>>,
     pub outcomes: Vec<Outcome>,
+    /// The batch's span, which its acknowledgement runs in.
+    pub span: tracing::Span,
 }
 
 pub struct BatchContext<H: Handler> {
@@ -48,6 +51,7 @@ impl<H: Handler> BatchContext<H> {
     pub async fn run(
         self: Arc<Self>,
         messages: Vec<Incoming<H::Message>>,
+        span: tracing::Span,
     ) -> Result<BatchDone<H::Message>, BatchAbort> {
         let mut outcomes: Vec<Option<Outcome>> = messages
             .iter()
@@ -74,7 +78,11 @@ impl<H: Handler> BatchContext<H> {
             .map(|o| o.expect("every message has an outcome"))
             .collect();
         self.publish_failures(&messages, &outcomes).await?;
-        Ok(BatchDone { messages, outcomes })
+        Ok(BatchDone {
+            messages,
+            outcomes,
+            span,
+        })
     }
 
     /// Applies `batch`; when the database refuses the batch, halves it until the message
@@ -127,19 +135,18 @@ impl<H: Handler> BatchContext<H> {
                     }
                     return Ok(Ok(outcomes));
                 }
-                Err(Failure::Panic(reason)) => return Ok(Err(reason)),
-                Err(Failure::Db(class, reason)) => match class {
-                    DbFailure::Statement => return Ok(Err(reason)),
+                Err(failure) => match failure.class() {
+                    DbFailure::Statement => return Ok(Err(failure.to_string())),
                     DbFailure::Transient if transient < TRANSIENT_TRIES => {
                         transient += 1;
-                        tracing::debug!(module, %reason, transient, "lost a race; applying the batch again");
+                        tracing::debug!(module, reason = %failure, transient, "lost a race; applying the batch again");
                         self.wait(Duration::from_millis(5 << transient)).await?;
                     }
-                    DbFailure::Transient => return Ok(Err(reason)),
+                    DbFailure::Transient => return Ok(Err(failure.to_string())),
                     DbFailure::Unavailable => {
                         let (_, backoff) = outage.get_or_insert_with(|| {
-                            tracing::warn!(module, %reason, "database unavailable; holding the batch until it is back");
-                            self.shared.health.set(module, false, format!("database unavailable: {reason}"));
+                            tracing::warn!(module, reason = %failure, "database unavailable; holding the batch until it is back");
+                            self.shared.health.set(module, false, format!("database unavailable: {failure}"));
                             self.shared.metrics.ready.with_label_values(&[module]).set(0);
                             self.shared.metrics.reconnects.with_label_values(&[module, "database"]).inc();
                             (
@@ -157,28 +164,20 @@ impl<H: Handler> BatchContext<H> {
 
     async fn apply_once(&self, batch: &[&H::Message]) -> Result<Vec<Outcome>, Failure> {
         let started = Instant::now();
-        let mut client = self
-            .shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| Failure::Db(classify_pool(&e), e.to_string()))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| Failure::from_pg(&e))?;
+        let mut client = self.shared.pool.get().await?;
+        let tx = client.transaction().await?;
         let applied = AssertUnwindSafe(self.handler.apply(&tx, batch))
             .catch_unwind()
             .await
             .map_err(|panic| Failure::Panic(panic_message(&panic)))?;
-        let outcomes = applied.map_err(|ApplyError::Database(e)| Failure::from_pg(&e))?;
+        let outcomes = applied.map_err(|ApplyError::Database(e)| Failure::Db(e))?;
         assert_eq!(
             outcomes.len(),
             batch.len(),
             "the {} handler must answer every message of the batch",
             self.handler.module()
         );
-        tx.commit().await.map_err(|e| Failure::from_pg(&e))?;
+        tx.commit().await?;
         let module = self.handler.module();
         self.shared
             .metrics
@@ -245,26 +244,41 @@ impl<H: Handler> BatchContext<H> {
     }
 }
 
+/// Why one attempt at applying a batch failed.
+#[derive(Debug, thiserror::Error)]
 enum Failure {
-    Db(DbFailure, String),
+    /// Said with its SQLSTATE when the server gave one: the reason a retry and a dead letter
+    /// carry.
+    #[error("{}", pg_reason(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Pool(#[from] PoolError),
+    /// The handler panicked; the batch is isolated like one the database refused.
+    #[error("the handler panicked: {0}")]
     Panic(String),
 }
 
 impl Failure {
-    fn from_pg(e: &tokio_postgres::Error) -> Self {
-        let reason = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        };
-        Failure::Db(classify(e), reason)
+    fn class(&self) -> DbFailure {
+        match self {
+            Failure::Db(e) => classify(e),
+            Failure::Pool(e) => classify_pool(e),
+            Failure::Panic(_) => DbFailure::Statement,
+        }
+    }
+}
+
+fn pg_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
+    panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    format!("the handler panicked: {text}")
+        .unwrap_or_else(|| "unknown panic".into())
 }

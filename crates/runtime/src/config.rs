@@ -92,7 +92,7 @@ pub struct RuntimeConfig {
     pub consume: ConsumeConfig,
 
     #[command(flatten)]
-    pub stats: crate::stats::StatsConfig,
+    pub stats: StatsConfig,
 
     #[command(flatten)]
     pub registration: RegistrationConfig,
@@ -388,6 +388,29 @@ fn redact_key_value(conninfo: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// How statistics are flushed and how long they are kept (the store: `stats`).
+#[derive(Debug, Clone, Args)]
+pub struct StatsConfig {
+    /// Seconds between two flushes of this worker's statistics to the database (and at
+    /// shutdown). The report's finest resolution is the minute whatever this is.
+    #[arg(long, env = "OMSC_STATS_FLUSH_SECS", default_value_t = 60.0)]
+    pub stats_flush_secs: f64,
+
+    /// Days the hourly and daily statistics are kept.
+    #[arg(long, env = "OMSC_STATS_RETENTION_DAYS", default_value_t = 30)]
+    pub stats_retention_days: u32,
+
+    /// Hours the per-minute statistics are kept (the report reads hours beyond that).
+    #[arg(long, env = "OMSC_STATS_MINUTE_RETENTION_HOURS", default_value_t = 48)]
+    pub stats_minute_retention_hours: u32,
+}
+
+impl StatsConfig {
+    pub fn flush_every(&self) -> Duration {
+        Duration::from_secs_f64(self.stats_flush_secs.clamp(0.05, 3600.0))
+    }
 }
 
 #[cfg(test)]

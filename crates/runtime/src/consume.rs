@@ -29,12 +29,14 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::Shared;
 use crate::amqp::{self, Publisher};
 use crate::backoff::Backoff;
 use crate::batch::{BatchAbort, BatchContext, BatchDone};
 use crate::handler::Handler;
+use crate::host::host_name;
 use crate::incoming::Incoming;
 use crate::prefetch::PrefetchGovernor;
 use crate::topology::QueueSpec;
@@ -211,8 +213,10 @@ impl<H: Handler> Session<H> {
                 && (in_flight.is_empty() || full || lingered || stopping.is_some())
             {
                 let batch = gathering.take();
+                let span = batch_span(self.module, &queue, &batch);
                 let context = context.clone();
-                in_flight.push_back(tokio::spawn(context.run(batch)));
+                let apply = context.run(batch, span.clone()).instrument(span);
+                in_flight.push_back(tokio::spawn(apply));
                 continue;
             }
             if let Some(since) = stopping {
@@ -255,7 +259,11 @@ impl<H: Handler> Session<H> {
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                     let done = done.map_err(|e| anyhow!("a batch task failed: {e}"))?;
                     match done {
-                        Ok(done) => self.acknowledge(done).await?,
+                        Ok(done) => {
+                            // The acknowledgement's log lines belong to the batch too.
+                            let span = done.span.clone();
+                            self.acknowledge(done).instrument(span).await?;
+                        }
                         Err(BatchAbort::Cancelled) => return Err(anyhow!("batch cancelled")),
                         Err(e) => return Err(e.into()),
                     }
@@ -321,6 +329,7 @@ impl<H: Handler> Session<H> {
         tracing::warn!(
             module = self.module,
             endpoint = message.endpoint,
+            message_id = message.message_id().unwrap_or("-"),
             bytes = message.body.len(),
             limit,
             "dead-lettered unread: the body is over the size limit"
@@ -347,6 +356,7 @@ impl<H: Handler> Session<H> {
         let mut counts: Vec<(&'static str, &'static str, u64)> = Vec::new();
         let mut lags: Vec<(&'static str, f64)> = Vec::new();
         let mut stats = self.shared.stats.batch();
+        let max_attempts = self.shared.config.consume.max_attempts.max(1);
         for (message, outcome) in done.messages.iter().zip(&done.outcomes) {
             let label = outcome.label();
             match counts
@@ -380,16 +390,33 @@ impl<H: Handler> Session<H> {
                 }
             }
             stats.message(self.module, message.endpoint, outcome.label(), took, lag);
+            // Each line names its message, so a person can find the message in the dead
+            // letters or the broker; the batch span names the batch it came in.
+            let message_id = message.message_id().unwrap_or("-");
             match outcome {
                 crate::handler::Outcome::Reject(reason) => tracing::warn!(
                     module = self.module,
                     endpoint = message.endpoint,
+                    message_id,
                     reason = %reason,
                     "dead-lettered"
                 ),
+                // The last attempt went to the dead-letter queue, not to a retry queue
+                // (`batch.rs`): say so.
+                crate::handler::Outcome::Retry(reason) if message.attempt + 1 >= max_attempts => {
+                    tracing::warn!(
+                        module = self.module,
+                        endpoint = message.endpoint,
+                        message_id,
+                        attempts = message.attempt + 1,
+                        reason = %reason,
+                        "dead-lettered: gave up retrying"
+                    );
+                }
                 crate::handler::Outcome::Retry(reason) => tracing::info!(
                     module = self.module,
                     endpoint = message.endpoint,
+                    message_id,
                     attempt = message.attempt + 1,
                     reason = %reason,
                     "will retry"
@@ -479,6 +506,22 @@ impl<H: Handler> Session<H> {
     }
 }
 
+/// The span of one batch, around its apply, its retries and dead letters and its
+/// acknowledgement: every log line of the batch carries its module, queue and size. The
+/// message ids are said once, at debug level (a batch holds up to thousands of them).
+fn batch_span<M>(module: &'static str, queue: &str, batch: &[Incoming<M>]) -> tracing::Span {
+    let span = tracing::info_span!("batch", module, queue, messages = batch.len());
+    tracing::debug!(
+        parent: &span,
+        message_ids = ?batch
+            .iter()
+            .map(|m| m.message_id().unwrap_or("-"))
+            .collect::<Vec<_>>(),
+        "batch gathered"
+    );
+    span
+}
+
 /// The next event of the oldest consumer that still has any.
 async fn next_event(consumers: &mut VecDeque<BoxStream<'static, Event>>) -> Option<Event> {
     loop {
@@ -502,16 +545,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The name of this host, for connection names and worker identities.
-pub(crate) fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// After a consumer's broker session ended with `error`: says so (log, `/readyz`, the

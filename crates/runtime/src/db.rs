@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::redact_url;
 use crate::tls;
 
@@ -194,6 +199,73 @@ async fn connect_with(target: &PgTarget) -> Result<tokio_postgres::Client, tokio
         }
     });
     Ok(client)
+}
+
+/// Wakes on PostgreSQL notifications: `LISTEN channel` on a connection of its own named
+/// `application_name`, reconnected with backoff until `shutdown`. The receiver gets a wake for
+/// each notification whose payload `wanted` accepts, and one each time the `LISTEN` is in
+/// place again: notifications sent while nobody listened are lost, so the owner looks once
+/// more then. Wakes that come while one is waiting merge (the channel holds one): a wake
+/// means "look now", never "one more thing to do", and the owner still polls as a safety net.
+pub fn listen(
+    database_url: &str,
+    application_name: &'static str,
+    channel: &'static str,
+    wanted: impl Fn(&str) -> bool + Send + Sync + 'static,
+    shutdown: &CancellationToken,
+) -> mpsc::Receiver<()> {
+    let (wake, woken) = mpsc::channel(1);
+    let url = database_url.to_owned();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            let listening = listen_once(&url, application_name, channel, &wanted, &wake, &shutdown);
+            if let Err(e) = listening.await {
+                tracing::debug!(channel, error = %format!("{e:#}"), "listener reconnects");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    });
+    woken
+}
+
+async fn listen_once(
+    url: &str,
+    application_name: &str,
+    channel: &str,
+    wanted: &impl Fn(&str) -> bool,
+    wake: &mpsc::Sender<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let target = pg_config(url, application_name)?;
+    let (client, mut connection) = target.config.connect(target.tls).await?;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let statement = format!("LISTEN {channel}");
+    let listen = client.batch_execute(&statement);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            result = &mut listen, if !listening => {
+                result?;
+                listening = true;
+                let _ = wake.try_send(());
+            }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(n))) if wanted(n.payload()) => {
+                    let _ = wake.try_send(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+        }
+    }
 }
 
 /// Creates the database if it does not exist, then applies pending migrations under an

@@ -444,6 +444,7 @@ async fn store(
     };
     tracing::error!(
         queue = spec.name,
+        message_id = letter.message_id.as_deref().unwrap_or("-"),
         error = %db_error_text(&refused),
         bytes = body.len(),
         "the database refused a dead letter's body; storing it without"

@@ -84,6 +84,14 @@ impl<M> Incoming<M> {
         }
     }
 
+    /// The AMQP `message_id`, which the log lines about this message carry.
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
     /// Properties for republishing to a retry queue: the original ones plus the attempt
     /// count, the original routing key and the last error.
     pub fn retry_properties(&self, attempt: u32, reason: &str) -> BasicProperties {

@@ -19,6 +19,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod handler;
 pub mod health;
+mod host;
 pub mod http;
 pub mod incoming;
 pub mod metrics;

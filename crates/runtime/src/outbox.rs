@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::FutureExt as _;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
-use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -192,22 +191,35 @@ struct Relay<H: OutboxHandler> {
     publisher: Option<(lapin::Connection, Publisher)>,
 }
 
+/// Why a round stopped early; the relay waits with backoff and tries again.
+#[derive(Debug, thiserror::Error)]
 enum RoundError {
-    Database(String),
+    #[error("{0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
     Broker(String),
 }
 
 impl<H: OutboxHandler> Relay<H> {
     async fn run(mut self, shutdown: CancellationToken) {
         let module = self.handler.module();
-        let mut wake = self.listen(&shutdown);
+        // The triggers on `outbox` notify `omsc_outbox` with the row's module.
+        let mut wake = crate::db::listen(
+            &self.shared.config.database_url,
+            "omsc-outbox-listener",
+            "omsc_outbox",
+            move |payload| payload == module,
+            &shutdown,
+        );
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut rounds = 0u64;
         loop {
             self.beat.beat();
             match self.drain(&shutdown).await {
                 Ok(()) => backoff.reset(),
-                Err(RoundError::Database(e)) | Err(RoundError::Broker(e)) => {
+                Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(module, error = %e, ?delay, "outbox relay waits");
                     tokio::select! {
@@ -250,16 +262,8 @@ impl<H: OutboxHandler> Relay<H> {
 
     async fn round(&mut self) -> Result<usize, RoundError> {
         let module = self.handler.module();
-        let client = self
-            .shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| RoundError::Database(e.to_string()))?;
-        let claim = client
-            .prepare_cached(CLAIM)
-            .await
-            .map_err(|e| RoundError::Database(e.to_string()))?;
+        let client = self.shared.pool.get().await?;
+        let claim = client.prepare_cached(CLAIM).await?;
         let rows: Vec<OutboxRow> = client
             .query(
                 &claim,
@@ -270,8 +274,7 @@ impl<H: OutboxHandler> Relay<H> {
                     &(self.shared.config.outbox_claim_secs.max(1) as f64),
                 ],
             )
-            .await
-            .map_err(|e| RoundError::Database(e.to_string()))?
+            .await?
             .iter()
             .map(|r| OutboxRow {
                 id: r.get(0),
@@ -306,13 +309,13 @@ impl<H: OutboxHandler> Relay<H> {
             };
             let outcome = match built_row {
                 Err(BuildError::Database(e)) if classify(&e) == DbFailure::Unavailable => {
-                    return Err(RoundError::Database(e.to_string()));
+                    return Err(RoundError::Database(e));
                 }
                 Err(BuildError::Database(e)) => {
-                    Err(Settle::Retry(format!("building the message: {e}"), false))
+                    Err(Settle::Retry(format!("building the message: {e}")))
                 }
-                Err(BuildError::NotYet(reason)) => Err(Settle::Retry(reason, false)),
-                Err(BuildError::Invalid(reason)) => Err(Settle::Retry(reason, true)),
+                Err(BuildError::NotYet(reason)) => Err(Settle::Retry(reason)),
+                Err(BuildError::Invalid(reason)) => Err(Settle::Fail(reason)),
                 Ok(Built::Nothing) => Err(Settle::Nothing),
                 Ok(Built::Message(outgoing)) => Ok(outgoing),
             };
@@ -329,26 +332,23 @@ impl<H: OutboxHandler> Relay<H> {
                 };
                 let publisher = match publisher {
                     Ok(publisher) => publisher,
-                    Err(e) => return (Settle::Retry(format!("broker: {e}"), false), None),
+                    Err(e) => return (Settle::Retry(format!("broker: {e}")), None),
                 };
                 match this.publish(publisher, &outgoing).await {
                     Ok(()) => (Settle::Sent(outgoing.message_id), None),
                     // The same row builds the same message id again: fail it now, with the
                     // reason, and let the rows behind it go out.
                     Err(e @ PublishError::TooLong(_)) => {
-                        (Settle::Retry(format!("cannot be sent: {e}"), true), None)
+                        (Settle::Fail(format!("cannot be sent: {e}")), None)
                     }
                     Err(e @ PublishError::Unroutable { .. }) => match this.handler.unrouted() {
-                        Unrouted::Retry => (Settle::Retry(e.to_string(), false), None),
+                        Unrouted::Retry => (Settle::Retry(e.to_string()), None),
                         Unrouted::NobodyListens => {
                             tracing::debug!(module = this.handler.module(), error = %e, "nobody takes this message; settled");
                             (Settle::Nothing, None)
                         }
                     },
-                    Err(e) => (
-                        Settle::Retry(format!("broker: {e}"), false),
-                        Some(e.to_string()),
-                    ),
+                    Err(e) => (Settle::Retry(format!("broker: {e}")), Some(e.to_string())),
                 }
             }
         });
@@ -397,27 +397,26 @@ impl<H: OutboxHandler> Relay<H> {
         settle: Settle,
     ) -> Result<(), RoundError> {
         let module = self.handler.module();
-        let db = |e: tokio_postgres::Error| RoundError::Database(e.to_string());
+        // Failed now rather than at the end of the retry window.
+        let fail_now = matches!(settle, Settle::Fail(_));
         match settle {
             Settle::Sent(message_id) => {
-                let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
+                let stmt = client.prepare_cached(SETTLE_SENT).await?;
                 client
                     .execute(&stmt, &[&row.id, &row.version, &message_id])
-                    .await
-                    .map_err(db)?;
+                    .await?;
                 self.count(row, "sent");
             }
             Settle::Nothing => {
-                let stmt = client.prepare_cached(SETTLE_SENT).await.map_err(db)?;
+                let stmt = client.prepare_cached(SETTLE_SENT).await?;
                 client
                     .execute(&stmt, &[&row.id, &row.version, &None::<String>])
-                    .await
-                    .map_err(db)?;
+                    .await?;
                 self.count(row, "nothing");
             }
-            Settle::Retry(reason, permanent) => {
+            Settle::Retry(reason) | Settle::Fail(reason) => {
                 let delay = retry_delay(row.attempts);
-                let stmt = client.prepare_cached(RETRY_LATER).await.map_err(db)?;
+                let stmt = client.prepare_cached(RETRY_LATER).await?;
                 let failed: bool = client
                     .query_one(
                         &stmt,
@@ -425,12 +424,11 @@ impl<H: OutboxHandler> Relay<H> {
                             &row.id,
                             &reason,
                             &delay.as_secs_f64(),
-                            &permanent,
+                            &fail_now,
                             &RETRY_WINDOW.as_secs_f64(),
                         ],
                     )
-                    .await
-                    .map_err(db)?
+                    .await?
                     .get(0);
                 if failed {
                     tracing::error!(module, topic = %row.topic, subject = %row.subject, %reason, "outbox row failed for good");
@@ -513,66 +511,19 @@ impl<H: OutboxHandler> Relay<H> {
                 .await;
         }
     }
-
-    /// Notifications on `omsc_outbox` for this module; reconnects in the background.
-    fn listen(&self, shutdown: &CancellationToken) -> tokio::sync::mpsc::Receiver<()> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let url = self.shared.config.database_url.clone();
-        let module = self.handler.module();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-            while !shutdown.is_cancelled() {
-                if let Err(e) = listen_once(&url, module, &tx, &shutdown).await {
-                    tracing::debug!(module, error = %e, "outbox listener reconnects");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                }
-            }
-        });
-        rx
-    }
 }
 
-async fn listen_once(
-    url: &str,
-    module: &str,
-    wake: &tokio::sync::mpsc::Sender<()>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let target = crate::db::pg_config(url, "omsc-outbox-listener")?;
-    let (client, mut connection) = target.config.connect(target.tls).await?;
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let listen = client.batch_execute("LISTEN omsc_outbox");
-    tokio::pin!(listen);
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            result = &mut listen, if !listening => {
-                result?;
-                listening = true;
-                let _ = wake.try_send(());
-            }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(n))) if n.payload() == module => {
-                    let _ = wake.try_send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
-            },
-        }
-    }
-}
-
+/// What becomes of a claimed row after its round.
 enum Settle {
+    /// Published with this message id.
     Sent(String),
+    /// Nothing to send any more.
     Nothing,
-    /// Retry later with this reason; `true`: never, mark failed now.
-    Retry(String, bool),
+    /// Retried later with this reason (and marked failed once [`RETRY_WINDOW`] is over).
+    Retry(String),
+    /// Can never be sent (the same row would build the same refused message): marked failed
+    /// now with this reason, so the rows behind it go out.
+    Fail(String),
 }
 
 /// What a caught panic said, when it said it with a string.

@@ -31,7 +31,7 @@ use tokio_postgres::types::ToSql;
 
 pub use model::Model;
 pub use plan::{BatchPlan, StockUpdate};
-pub use protocol::inventory::StockScope as Ledger;
+pub use protocol::inventory::StockScope;
 
 /// What a batch did to the stock table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub struct Applied {
 /// One NONZERO zeroing, done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zeroing {
-    pub ledger: Ledger,
+    pub ledger: StockScope,
     pub scope_id: String,
     pub created_on: DateTime<Utc>,
     /// Rows set to 0 (rows already at 0 and unlimited rows are left alone).
@@ -123,7 +123,7 @@ pub async fn apply(tx: &Transaction<'_>, plan: &BatchPlan) -> Result<Applied, Er
 /// returns `None`.
 pub async fn settle_nonzero(
     client: &mut deadpool_postgres::Client,
-    ledger: Ledger,
+    ledger: StockScope,
     settle: Duration,
 ) -> Result<Option<Zeroing>, Error> {
     let sql = sql::for_ledger(ledger);
@@ -173,7 +173,7 @@ pub async fn settle_nonzero(
 /// Reads a whole ledger in key order, for tests, verification and tools.
 pub async fn read_ledger(
     client: &impl GenericClient,
-    ledger: Ledger,
+    ledger: StockScope,
 ) -> Result<Vec<StoredRow>, Error> {
     let rows = client.query(sql::for_ledger(ledger).read_all, &[]).await?;
     Ok(rows

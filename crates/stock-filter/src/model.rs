@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use protocol::inventory::{SnapshotMode, StockSnapshot};
 
-use crate::Ledger;
+use crate::StockScope;
 
 /// The expected stock of every key.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ impl Model {
     /// its `created_on`; distinct snapshots of one scope must have distinct `created_on`
     /// (with equal versions "first write wins" makes the outcome depend on arrival order).
     pub fn replay<'a>(
-        ledger: Ledger,
+        ledger: StockScope,
         snapshots: impl IntoIterator<Item = &'a StockSnapshot>,
     ) -> Self {
         let mut ordered: Vec<&StockSnapshot> = snapshots
@@ -91,7 +91,7 @@ mod tests {
 
     fn snap(mode: SnapshotMode, secs: i64, entries: &[(&str, i64, bool)]) -> StockSnapshot {
         StockSnapshot {
-            scope: Ledger::Aggregate,
+            scope: StockScope::Aggregate,
             scope_id: "EU".into(),
             mode,
             created_on: Utc.timestamp_opt(secs, 0).unwrap(),
@@ -112,7 +112,7 @@ mod tests {
     fn replays_in_version_order_whatever_the_input_order() {
         let delta = snap(SnapshotMode::Delta, 20, &[("a", 5, false)]);
         let full = snap(SnapshotMode::Full, 10, &[("a", 1, false), ("b", 2, false)]);
-        let model = Model::replay(Ledger::Aggregate, [&delta, &full]);
+        let model = Model::replay(StockScope::Aggregate, [&delta, &full]);
         assert_eq!(
             model.rows(),
             vec![
@@ -131,7 +131,7 @@ mod tests {
         );
         let chunk1 = snap(SnapshotMode::NonZero, 20, &[("a", 7, false)]);
         let chunk2 = snap(SnapshotMode::NonZero, 20, &[]);
-        let model = Model::replay(Ledger::Aggregate, [&chunk2, &full, &chunk1]);
+        let model = Model::replay(StockScope::Aggregate, [&chunk2, &full, &chunk1]);
         assert_eq!(
             model.rows(),
             vec![

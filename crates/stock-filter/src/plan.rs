@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use protocol::inventory::{SnapshotMode, StockSnapshot};
 
-use crate::Ledger;
+use crate::StockScope;
 
 /// One SKU's new state, with the version (`created_on`) it was produced at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct StockUpdate {
 /// replicas writing overlapping keys never deadlock).
 #[derive(Debug)]
 pub struct BatchPlan {
-    ledger: Ledger,
+    ledger: StockScope,
     staged: Vec<(StockUpdate, u64, usize)>,
     updates: Vec<StockUpdate>,
     origins: Vec<usize>,
@@ -32,7 +32,7 @@ pub struct BatchPlan {
 }
 
 impl BatchPlan {
-    pub fn new(ledger: Ledger) -> Self {
+    pub fn new(ledger: StockScope) -> Self {
         Self {
             ledger,
             staged: Vec::new(),
@@ -93,7 +93,7 @@ impl BatchPlan {
         self
     }
 
-    pub fn ledger(&self) -> Ledger {
+    pub fn ledger(&self) -> StockScope {
         self.ledger
     }
 
@@ -144,7 +144,7 @@ mod tests {
 
     fn snapshot(mode: SnapshotMode, secs: i64, entries: &[(&str, i64)]) -> StockSnapshot {
         StockSnapshot {
-            scope: Ledger::Aggregate,
+            scope: StockScope::Aggregate,
             scope_id: "EU".into(),
             mode,
             created_on: at(secs),
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_update_per_key_and_sorts() {
-        let mut plan = BatchPlan::new(Ledger::Aggregate);
+        let mut plan = BatchPlan::new(StockScope::Aggregate);
         plan.add(&snapshot(SnapshotMode::Delta, 5, &[("b", 1), ("a", 1)]), 0);
         plan.add(&snapshot(SnapshotMode::Delta, 3, &[("b", 2)]), 0);
         plan.add(&snapshot(SnapshotMode::Delta, 9, &[("a", 3)]), 0);
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn equal_versions_keep_the_first_arrival() {
-        let mut plan = BatchPlan::new(Ledger::Aggregate);
+        let mut plan = BatchPlan::new(StockScope::Aggregate);
         plan.add(&snapshot(SnapshotMode::Delta, 5, &[("a", 1)]), 0);
         plan.add(&snapshot(SnapshotMode::Delta, 5, &[("a", 2)]), 0);
         let plan = plan.finish();
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn records_nonzero_snapshots_even_when_empty() {
-        let mut plan = BatchPlan::new(Ledger::Aggregate);
+        let mut plan = BatchPlan::new(StockScope::Aggregate);
         plan.add(&snapshot(SnapshotMode::NonZero, 5, &[]), 0);
         plan.add(&snapshot(SnapshotMode::NonZero, 5, &[("a", 1)]), 0);
         let plan = plan.finish();

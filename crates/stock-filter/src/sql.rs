@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use crate::Ledger;
+use crate::StockScope;
 
 pub(crate) struct LedgerSql {
     pub lock_shared: &'static str,
@@ -14,10 +14,10 @@ pub(crate) struct LedgerSql {
     pub read_all: &'static str,
 }
 
-pub(crate) fn ledger_name(ledger: Ledger) -> &'static str {
+pub(crate) fn ledger_name(ledger: StockScope) -> &'static str {
     match ledger {
-        Ledger::Aggregate => "aggregate",
-        Ledger::Source => "source",
+        StockScope::Aggregate => "aggregate",
+        StockScope::Source => "source",
     }
 }
 
@@ -54,27 +54,30 @@ pub(crate) const RAISE_FLOOR: &str = "
     ON CONFLICT (ledger, scope_id) DO UPDATE
        SET zeroed_through = greatest(stock_zeroing_floors.zeroed_through, EXCLUDED.zeroed_through)";
 
-pub(crate) fn for_ledger(ledger: Ledger) -> &'static LedgerSql {
+pub(crate) fn for_ledger(ledger: StockScope) -> &'static LedgerSql {
     static AGGREGATE: OnceLock<LedgerSql> = OnceLock::new();
     static SOURCE: OnceLock<LedgerSql> = OnceLock::new();
     match ledger {
-        Ledger::Aggregate => {
-            AGGREGATE.get_or_init(|| build("aggregate", "stock_items", "aggregate_id"))
-        }
-        Ledger::Source => SOURCE.get_or_init(|| build("source", "source_stock_items", "source_id")),
+        StockScope::Aggregate => AGGREGATE.get_or_init(|| build(StockScope::Aggregate)),
+        StockScope::Source => SOURCE.get_or_init(|| build(StockScope::Source)),
     }
 }
 
-fn build(ledger: &'static str, table: &'static str, scope: &'static str) -> LedgerSql {
-    let (lock_shared, lock_exclusive, read_all) = match ledger {
-        "aggregate" => (
+fn build(of: StockScope) -> LedgerSql {
+    let ledger = ledger_name(of);
+    let (table, scope, lock_shared, lock_exclusive, read_all) = match of {
+        StockScope::Aggregate => (
+            "stock_items",
+            "aggregate_id",
             "SELECT pg_advisory_xact_lock_shared(hashtextextended('omsc.stock.aggregate:' || s, 0))
                FROM unnest($1::text[]) AS s",
             "SELECT pg_advisory_xact_lock(hashtextextended('omsc.stock.aggregate:' || $1::text, 0))",
             "SELECT aggregate_id, sku, quantity, unlimited, source_updated_at
                FROM stock_items ORDER BY aggregate_id, sku",
         ),
-        _ => (
+        StockScope::Source => (
+            "source_stock_items",
+            "source_id",
             "SELECT pg_advisory_xact_lock_shared(hashtextextended('omsc.stock.source:' || s, 0))
                FROM unnest($1::text[]) AS s",
             "SELECT pg_advisory_xact_lock(hashtextextended('omsc.stock.source:' || $1::text, 0))",

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
-use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 pub use histogram::{BUCKETS, Histogram};
 
+use crate::config::StatsConfig;
 use crate::metrics::Metrics;
 
 /// Minutes a worker holds while the database cannot take them; older ones are dropped (and
@@ -33,28 +33,9 @@ pub const MAX_HELD_MINUTES: usize = 24 * 60;
 /// The resolutions the store keeps, finest first.
 pub const RESOLUTIONS: [Resolution; 3] = [Resolution::Minute, Resolution::Hour, Resolution::Day];
 
-/// How statistics are flushed and how long they are kept.
-#[derive(Debug, Clone, Args)]
-pub struct StatsConfig {
-    /// Seconds between two flushes of this worker's statistics to the database (and at
-    /// shutdown). The report's finest resolution is the minute whatever this is.
-    #[arg(long, env = "OMSC_STATS_FLUSH_SECS", default_value_t = 60.0)]
-    pub stats_flush_secs: f64,
-
-    /// Days the hourly and daily statistics are kept.
-    #[arg(long, env = "OMSC_STATS_RETENTION_DAYS", default_value_t = 30)]
-    pub stats_retention_days: u32,
-
-    /// Hours the per-minute statistics are kept (the report reads hours beyond that).
-    #[arg(long, env = "OMSC_STATS_MINUTE_RETENTION_HOURS", default_value_t = 48)]
-    pub stats_minute_retention_hours: u32,
-}
-
+// The flags live with the rest of the configuration (`config.rs`), which depends on nothing
+// of the runtime; what they mean for the store is said here.
 impl StatsConfig {
-    pub fn flush_every(&self) -> Duration {
-        Duration::from_secs_f64(self.stats_flush_secs.clamp(0.05, 3600.0))
-    }
-
     pub fn retention(&self) -> Retention {
         Retention {
             minutes: TimeDelta::hours(i64::from(self.stats_minute_retention_hours.max(1))),
@@ -328,7 +309,7 @@ impl Identity {
         Self {
             worker: format!(
                 "{}/{}/{}",
-                crate::consume::host_name(),
+                crate::host::host_name(),
                 std::process::id(),
                 started_at.timestamp_millis()
             ),
