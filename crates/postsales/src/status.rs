@@ -49,6 +49,10 @@ pub fn return_rank(status: &str) -> i16 {
     }
 }
 
+/// The rank of "no status yet" (a returned line the OMS has not given a status): every
+/// return status outranks it, as every order status outranks the sales module's.
+pub const NO_STATUS: i16 = 0;
+
 /// Whether a refund status is the release: Commerce issues the credit memo.
 pub fn is_released(status: &str) -> bool {
     normalize_status(status) == "RELEASED"

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
+use orders::{SalesChannel, record_foreign_order};
 use protocol::Rejection;
 use protocol::logistics::{self, Shipment};
 use protocol::sales::{
@@ -20,7 +21,6 @@ use runtime::{ApplyError, Handler, Outcome};
 use serde_json::value::RawValue;
 
 use crate::apply::{address, attributes, shipments, updates};
-use crate::channel::SalesChannel;
 
 /// A valid sales message.
 #[derive(Debug)]
@@ -59,11 +59,6 @@ impl SalesMessage {
 
 const LOCK_ORDERS: &str = "
     SELECT id, store FROM sales_orders WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE";
-
-const FOREIGN_ORDER: &str = "
-    INSERT INTO sales_foreign_orders (order_id, sales_channel) VALUES ($1, $2)
-    ON CONFLICT (order_id, sales_channel) DO UPDATE
-       SET messages = sales_foreign_orders.messages + 1, last_seen = now()";
 
 #[derive(Debug, Default)]
 pub struct SalesHandler {
@@ -194,17 +189,4 @@ async fn unknown_order(
     }
     record_foreign_order(tx, order_id, message.channel()).await?;
     Ok(Outcome::Ignored("foreign_order"))
-}
-
-/// Counts a message about an order of another sales channel in `sales_foreign_orders`,
-/// under the channel it named (`''` when it named none).
-pub async fn record_foreign_order(
-    tx: &Transaction<'_>,
-    order_id: &str,
-    channel: Option<&str>,
-) -> Result<(), tokio_postgres::Error> {
-    let record = tx.prepare_cached(FOREIGN_ORDER).await?;
-    tx.execute(&record, &[&order_id, &channel.unwrap_or("")])
-        .await?;
-    Ok(())
 }
