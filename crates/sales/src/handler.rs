@@ -20,7 +20,8 @@ use protocol::sales::{
 use runtime::{ApplyError, Handler, Outcome};
 use serde_json::value::RawValue;
 
-use crate::apply::{address, attributes, shipments, updates};
+use crate::apply::updates::{self, UpdateKind};
+use crate::apply::{address, attributes, shipments};
 
 /// A valid sales message.
 #[derive(Debug)]
@@ -165,8 +166,8 @@ async fn apply_one(
     message: &SalesMessage,
 ) -> Result<Outcome, tokio_postgres::Error> {
     match message {
-        SalesMessage::Created(u) => updates::apply(tx, u, true).await,
-        SalesMessage::Updated(u) => updates::apply(tx, u, false).await,
+        SalesMessage::Created(u) => updates::apply(tx, u, UpdateKind::Created).await,
+        SalesMessage::Updated(u) => updates::apply(tx, u, UpdateKind::Updated).await,
         SalesMessage::LineCancelled(c) => attributes::cancel_line(tx, c).await,
         SalesMessage::AttributesUpdated(a) => attributes::update(tx, a).await,
         SalesMessage::ShippingAddressUpdated(a) => address::apply(tx, a).await,
