@@ -185,7 +185,7 @@ async fn updated(
                 &status.code,
                 &status.reason,
                 &status.date,
-                &return_state(&status.code),
+                &return_state(&status.code).as_str(),
                 &event.source_id,
                 &return_rank(&status.code),
             ],
