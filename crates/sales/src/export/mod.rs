@@ -170,15 +170,11 @@ pub struct Export {
     pub lines: Vec<ExportedLine>,
 }
 
-/// Why an order cannot be exported (the storefront wrote something the OMS cannot take).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an order cannot be exported (the storefront wrote something the OMS cannot take):
+/// the whole sentence, order included, as the outbox row's failure records it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Invalid(pub String);
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn invalid(order: &str, reason: impl std::fmt::Display) -> Invalid {
     Invalid(format!("order {order} cannot be exported: {reason}"))
