@@ -18,8 +18,8 @@ use deadpool_postgres::Transaction;
 use orders::SalesChannel;
 use protocol::Rejection;
 use protocol::postsales::{
-    self, Refund, RefundAttributesUpdate, ReturnAttributesUpdate, ReturnDuplicated, ReturnEvent,
-    ReturnEventKind, methods,
+    self, Refund, RefundAttributesUpdate, ReturnAttributesOf, ReturnAttributesUpdate,
+    ReturnDuplicated, ReturnEvent, ReturnEventKind, methods,
 };
 use runtime::{ApplyError, Handler, Outcome};
 use serde_json::value::RawValue;
@@ -102,11 +102,11 @@ impl Handler for PostsalesHandler {
                     .map(PostsalesMessage::Return)
             }
             methods::RETURN_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_return_attributes(params()?, false)
+                postsales::parse_return_attributes(params()?, ReturnAttributesOf::Return)
                     .map(PostsalesMessage::ReturnAttributes)
             }
             methods::RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_return_attributes(params()?, true)
+                postsales::parse_return_attributes(params()?, ReturnAttributesOf::Line)
                     .map(PostsalesMessage::ReturnAttributes)
             }
             methods::RETURN_DUPLICATED => postsales::parse_return_duplicated(params()?)

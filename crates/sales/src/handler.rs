@@ -15,7 +15,8 @@ use orders::{SalesChannel, record_foreign_order};
 use protocol::Rejection;
 use protocol::logistics::{self, Shipment};
 use protocol::sales::{
-    self, AttributesUpdate, LineCancelled, OrderUpdate, ShippingAddressUpdate, methods,
+    self, AttributesOf, AttributesUpdate, LineCancelled, OrderUpdate, ShippingAddressUpdate,
+    methods,
 };
 use runtime::{ApplyError, Handler, Outcome};
 use serde_json::value::RawValue;
@@ -96,10 +97,13 @@ impl Handler for SalesHandler {
             methods::LINE_CANCELLED => {
                 sales::parse_line_cancelled(params()?).map(SalesMessage::LineCancelled)
             }
-            methods::CUSTOM_ATTRIBUTES_UPDATED => sales::parse_attributes_update(params()?, false)
-                .map(SalesMessage::AttributesUpdated),
+            methods::CUSTOM_ATTRIBUTES_UPDATED => {
+                sales::parse_attributes_update(params()?, AttributesOf::Order)
+                    .map(SalesMessage::AttributesUpdated)
+            }
             methods::LINE_CUSTOM_ATTRIBUTES_UPDATED => {
-                sales::parse_attributes_update(params()?, true).map(SalesMessage::AttributesUpdated)
+                sales::parse_attributes_update(params()?, AttributesOf::Line)
+                    .map(SalesMessage::AttributesUpdated)
             }
             methods::SHIPPING_ADDRESS_UPDATED => sales::parse_shipping_address_update(params()?)
                 .map(SalesMessage::ShippingAddressUpdated),
