@@ -21,13 +21,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = inventory::parse_source_deleted(params);
     let _ = sales::parse_order_update(params);
     let _ = sales::parse_line_cancelled(params);
-    let _ = sales::parse_attributes_update(params, false);
-    let _ = sales::parse_attributes_update(params, true);
+    let _ = sales::parse_attributes_update(params, sales::AttributesOf::Order);
+    let _ = sales::parse_attributes_update(params, sales::AttributesOf::Line);
     let _ = logistics::parse_shipment(params);
     let _ = postsales::parse_return_event(params, postsales::ReturnEventKind::Updated);
     let _ = postsales::parse_return_event(params, postsales::ReturnEventKind::Received);
-    let _ = postsales::parse_return_attributes(params, false);
-    let _ = postsales::parse_return_attributes(params, true);
+    let _ = postsales::parse_return_attributes(params, postsales::ReturnAttributesOf::Return);
+    let _ = postsales::parse_return_attributes(params, postsales::ReturnAttributesOf::Line);
     let _ = postsales::parse_refund(params);
     let _ = postsales::parse_refund_attributes(params);
     let _ = catalog::parse_export_full(params);

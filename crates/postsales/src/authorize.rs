@@ -81,21 +81,8 @@ pub fn build(rows: &ReturnRows) -> AuthorizeParams {
     }
 }
 
-const RETURN: &str = "
-    SELECT r.id, r.order_id, o.store, r.requested_at, r.requested_by, r.source_id,
-           r.tracking_number, r.tracking_url, r.tracking_label_url, r.tracking_carrier
-      FROM postsales_returns r JOIN sales_orders o ON o.id = r.order_id
-     WHERE r.id = $1";
-
 const ATTRIBUTES: &str =
     "SELECT code, value FROM postsales_return_attributes WHERE return_id = $1 ORDER BY code";
-
-const LINES: &str = "
-    SELECT rl.line_id, l.line_number, l.sku, rl.reason, rl.reason_description, rl.condition,
-           rl.condition_description
-      FROM postsales_return_lines rl
-      JOIN sales_order_lines l ON l.order_id = rl.order_id AND l.line_id = rl.line_id
-     WHERE rl.return_id = $1 ORDER BY l.line_number";
 
 const LINE_ATTRIBUTES: &str = "
     SELECT line_id, code, value FROM postsales_return_line_attributes
@@ -106,8 +93,7 @@ pub async fn load(
     client: &Client,
     return_id: &str,
 ) -> Result<Option<ReturnRows>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(RETURN).await?;
-    let Some(r) = client.query_opt(&statement, &[&return_id]).await? else {
+    let Some(r) = orders::returns::load(client, return_id).await? else {
         return Ok(None);
     };
     let statement = client.prepare_cached(ATTRIBUTES).await?;
@@ -124,40 +110,35 @@ pub async fn load(
         .iter()
         .map(|a| (a.get(0), a.get(1), a.get(2)))
         .collect();
-    let statement = client.prepare_cached(LINES).await?;
-    let lines = client
-        .query(&statement, &[&return_id])
+    let lines = orders::returns::lines(client, return_id)
         .await?
-        .iter()
-        .map(|l| {
-            let line_id: String = l.get(0);
-            ReturnLineRow {
-                attributes: line_attributes
-                    .iter()
-                    .filter(|(id, _, _)| *id == line_id)
-                    .map(|(_, c, v)| (c.clone(), v.clone()))
-                    .collect(),
-                line_id,
-                line_number: l.get(1),
-                sku: l.get(2),
-                reason: l.get(3),
-                reason_description: l.get(4),
-                condition: l.get(5),
-                condition_description: l.get(6),
-            }
+        .into_iter()
+        .map(|l| ReturnLineRow {
+            attributes: line_attributes
+                .iter()
+                .filter(|(id, _, _)| *id == l.line_id)
+                .map(|(_, c, v)| (c.clone(), v.clone()))
+                .collect(),
+            line_id: l.line_id,
+            line_number: l.line_number,
+            sku: l.sku,
+            reason: l.reason,
+            reason_description: l.reason_description,
+            condition: l.condition,
+            condition_description: l.condition_description,
         })
         .collect();
     Ok(Some(ReturnRows {
-        id: r.get(0),
-        order_id: r.get(1),
-        store: r.get(2),
-        requested_at: r.get(3),
-        requested_by: r.get(4),
-        source_id: r.get(5),
-        tracking_number: r.get(6),
-        tracking_url: r.get(7),
-        tracking_label_url: r.get(8),
-        tracking_carrier: r.get(9),
+        id: r.id,
+        order_id: r.order_id,
+        store: r.store,
+        requested_at: r.requested_at,
+        requested_by: r.requested_by,
+        source_id: r.source_id,
+        tracking_number: r.tracking_number,
+        tracking_url: r.tracking_url,
+        tracking_label_url: r.tracking_label_url,
+        tracking_carrier: r.tracking_carrier,
         attributes,
         lines,
     }))

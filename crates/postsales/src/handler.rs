@@ -10,18 +10,18 @@
 //! return or refund: a message about an order that is not here is dead-lettered when it is of
 //! this shop's sales channel (or names none), and recorded and ignored when it is of
 //! another sales channel sharing the OMS. A message naming another channel than its order's
-//! is that channel's, even when the order id is one of ours (`sales::SalesChannel`).
+//! is that channel's, even when the order id is one of ours (`orders::SalesChannel`).
 
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
+use orders::SalesChannel;
 use protocol::Rejection;
 use protocol::postsales::{
-    self, Refund, RefundAttributesUpdate, ReturnAttributesUpdate, ReturnDuplicated, ReturnEvent,
-    ReturnEventKind, methods,
+    self, Refund, RefundAttributesUpdate, ReturnAttributesOf, ReturnAttributesUpdate,
+    ReturnDuplicated, ReturnEvent, ReturnEventKind, methods,
 };
 use runtime::{ApplyError, Handler, Outcome};
-use sales::SalesChannel;
 use serde_json::value::RawValue;
 
 use crate::status::is_released;
@@ -58,10 +58,6 @@ impl PostsalesMessage {
         }
     }
 }
-
-const LOCK_ORDERS: &str = "
-    SELECT id, customer_id, store FROM sales_orders WHERE id = ANY ($1::text[])
-     ORDER BY id FOR NO KEY UPDATE";
 
 const LOCK_ACCOUNTS: &str = "
     SELECT customer_id FROM store_credit_accounts WHERE customer_id = ANY ($1::text[])
@@ -106,11 +102,11 @@ impl Handler for PostsalesHandler {
                     .map(PostsalesMessage::Return)
             }
             methods::RETURN_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_return_attributes(params()?, false)
+                postsales::parse_return_attributes(params()?, ReturnAttributesOf::Return)
                     .map(PostsalesMessage::ReturnAttributes)
             }
             methods::RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_return_attributes(params()?, true)
+                postsales::parse_return_attributes(params()?, ReturnAttributesOf::Line)
                     .map(PostsalesMessage::ReturnAttributes)
             }
             methods::RETURN_DUPLICATED => postsales::parse_return_duplicated(params()?)
@@ -152,10 +148,12 @@ impl Handler for PostsalesHandler {
         let mut ids: Vec<&str> = batch.iter().map(|m| m.order_id()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let lock = tx.prepare_cached(LOCK_ORDERS).await?;
-        let orders = tx.query(&lock, &[&ids]).await?;
+        let orders = orders::orders::lock(tx, &ids).await?;
         // Each known order's store.
-        let known: HashMap<String, String> = orders.iter().map(|r| (r.get(0), r.get(2))).collect();
+        let known: HashMap<&str, &str> = orders
+            .iter()
+            .map(|o| (o.id.as_str(), o.store.as_str()))
+            .collect();
         // The accounts a release of this batch may credit, locked in one order.
         let releasing: HashSet<&str> = batch
             .iter()
@@ -166,10 +164,10 @@ impl Handler for PostsalesHandler {
                 _ => None,
             })
             .collect();
-        let customers: Vec<String> = orders
+        let customers: Vec<&str> = orders
             .iter()
-            .filter(|r| releasing.contains(r.get::<_, &str>(0)))
-            .filter_map(|r| r.get::<_, Option<String>>(1))
+            .filter(|o| releasing.contains(o.id.as_str()))
+            .filter_map(|o| o.customer_id.as_deref())
             .collect();
         if !customers.is_empty() {
             let lock = tx.prepare_cached(LOCK_ACCOUNTS).await?;
@@ -179,7 +177,7 @@ impl Handler for PostsalesHandler {
         for message in batch {
             let outcome = match known.get(message.order_id()) {
                 Some(store) if self.channel.is_foreign(message.channel(), store) => {
-                    sales::record_foreign_order(tx, message.order_id(), message.channel()).await?;
+                    orders::record_foreign_order(tx, message.order_id(), message.channel()).await?;
                     Outcome::Ignored("foreign_order")
                 }
                 Some(_) => apply_one(tx, message).await?,
@@ -212,7 +210,7 @@ async fn unknown_order(
     let order_id = message.order_id();
     match message.channel() {
         Some(said) if !channel.is_ours(tx, said).await? => {
-            sales::record_foreign_order(tx, order_id, Some(said)).await?;
+            orders::record_foreign_order(tx, order_id, Some(said)).await?;
             Ok(Outcome::Ignored("foreign_order"))
         }
         _ => Ok(Outcome::Reject(format!(

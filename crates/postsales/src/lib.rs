@@ -4,9 +4,10 @@
 //! their release, one credit memo per credit note with the store credit it gives back.
 
 pub mod authorize;
+#[cfg(test)]
+mod boundaries;
 pub mod duplicates;
 mod handler;
-pub mod lines;
 pub mod refunds;
 pub mod relay;
 pub mod returns;
@@ -30,7 +31,7 @@ pub const QUEUE: QueueSpec = QueueSpec {
 /// Adds the post-sales consumer and the post-sales outbox relay to a runtime, as the
 /// runtime's sales channel (`OMSC_SALES_CHANNEL`).
 pub fn install(runtime: &mut Runtime) -> anyhow::Result<()> {
-    let channel = sales::SalesChannel::new(runtime.shared().config.sales_channel.clone());
+    let channel = orders::SalesChannel::new(runtime.shared().config.sales_channel.clone());
     runtime.add_consumer(QUEUE, PostsalesHandler::new(channel.clone()));
     runtime.add_outbox_relay(PostsalesOutbox::new(channel));
     Ok(())

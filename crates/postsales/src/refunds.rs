@@ -18,17 +18,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
+use orders::lines::{self, OrderLine};
 use protocol::postsales::{Refund, RefundAttributesUpdate};
 use runtime::Outcome;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::lines::{self, OrderLine};
 use crate::status::{is_released, refund_rank};
 use crate::store_credit::{self, OrderTenders, split_refund};
-
-const ORDER: &str = "
-    SELECT customer_id, gift_card_amount, store_credit_amount FROM sales_orders WHERE id = $1";
 
 const ORDER_OF_CREDIT_NOTE: &str =
     "SELECT order_id FROM postsales_refunds WHERE credit_note_number = $1";
@@ -251,16 +248,14 @@ async fn credit_memo(
     if tx.query_one(&exists, &[&number]).await?.get::<_, bool>(0) {
         return Ok(false);
     }
-    let order = tx.prepare_cached(ORDER).await?;
-    let order = tx.query_one(&order, &[&order_id]).await?;
-    let customer: Option<String> = order.get(0);
+    let order = orders::orders::tenders(tx, order_id).await?;
     let given = tx.prepare_cached(GIVEN_BACK).await?;
     let given = tx.query_one(&given, &[&order_id]).await?;
     let tenders = OrderTenders {
         lines_total: order_lines.iter().map(|l| l.gross_amount).sum(),
-        gift_card: order.get(1),
-        store_credit: order.get(2),
-        has_customer: customer.is_some(),
+        gift_card: order.gift_card_amount,
+        store_credit: order.store_credit_amount,
+        has_customer: order.customer_id.is_some(),
         refunded_to_payment: given.get(0),
         store_credited: given.get(1),
     };
@@ -301,7 +296,7 @@ async fn credit_memo(
         ],
     )
     .await?;
-    if let Some(customer) = &customer
+    if let Some(customer) = &order.customer_id
         && split.store_credit > Decimal::ZERO
     {
         store_credit::credit(tx, customer, number, order_id, split.store_credit).await?;

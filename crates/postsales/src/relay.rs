@@ -11,7 +11,7 @@ use protocol::postsales::methods;
 use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
 
 use crate::authorize;
-use sales::SalesChannel;
+use orders::SalesChannel;
 
 /// Outbox topics of the post-sales module (`omsc_outbox_add('postsales', <topic>, <id>)`).
 pub mod topics {

@@ -1,6 +1,6 @@
 //! `return_management.updated`, `.received` and the custom attribute updates of a return.
 //!
-//! A return's status is a compare-and-set on its version (`sales::version`: the OMS's
+//! A return's status is a compare-and-set on its version (the rule of the sales module's `version`: the OMS's
 //! `status.date`, then the status's place in the return's lifecycle, then the status as
 //! sent), and so are its lines' statuses (they take the return's date); an older update never
 //! overwrites a newer one and equal dates end at the furthest status in any arrival order.
@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Transaction;
+use orders::lines;
 use protocol::postsales::{ReturnAttributesUpdate, ReturnEvent, ReturnEventKind};
 use runtime::Outcome;
 
-use crate::lines;
-use crate::status::{return_rank, return_state};
-use sales::version::NO_STATUS;
+use crate::status::{NO_STATUS, return_rank, return_state};
 
 const BLIND_ID: &str = "SELECT 'blind:' || md5($1)";
 
@@ -186,7 +185,7 @@ async fn updated(
                 &status.code,
                 &status.reason,
                 &status.date,
-                &return_state(&status.code),
+                &return_state(&status.code).as_str(),
                 &event.source_id,
                 &return_rank(&status.code),
             ],

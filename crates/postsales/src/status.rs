@@ -6,48 +6,74 @@
 
 use protocol::sales::normalize_status;
 
-/// Return states (`postsales_returns.state`).
-pub mod states {
+/// Return states (`postsales_returns.state`), in the order a return goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnState {
     /// Asked for; the OMS has not answered yet, or says it has the request.
-    pub const REQUESTED: &str = "requested";
+    Requested,
     /// The OMS authorized it: the customer may send the goods.
-    pub const AUTHORIZED: &str = "authorized";
-    pub const RECEIVED: &str = "received";
-    pub const REJECTED: &str = "rejected";
-    pub const CANCELED: &str = "canceled";
+    Authorized,
+    /// Anything in between or a status this table does not know.
+    Processing,
+    Received,
+    Rejected,
+    Canceled,
     /// Done (received and refunded, or closed by an agent).
-    pub const CLOSED: &str = "closed";
-    pub const PROCESSING: &str = "processing";
+    Closed,
+}
+
+impl ReturnState {
+    /// The state as stored in `postsales_returns.state` (docs/schema.md).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReturnState::Requested => "requested",
+            ReturnState::Authorized => "authorized",
+            ReturnState::Processing => "processing",
+            ReturnState::Received => "received",
+            ReturnState::Rejected => "rejected",
+            ReturnState::Canceled => "canceled",
+            ReturnState::Closed => "closed",
+        }
+    }
+
+    /// The state's place in a return's lifecycle: the second part of a return's version
+    /// (the sales module's `version`, the rule the order statuses follow), which decides
+    /// between updates of equal dates: requested (1) < authorized (2) < anything in between
+    /// or unknown (3) < received (4) < rejected or cancelled (5) < closed (6). Return dates
+    /// are often plain dates, so a return authorized and received the same day needs this.
+    pub fn rank(self) -> i16 {
+        match self {
+            ReturnState::Requested => 1,
+            ReturnState::Authorized => 2,
+            ReturnState::Processing => 3,
+            ReturnState::Received => 4,
+            ReturnState::Rejected | ReturnState::Canceled => 5,
+            ReturnState::Closed => 6,
+        }
+    }
 }
 
 /// The Commerce state of a return with this OMS status.
-pub fn return_state(status: &str) -> &'static str {
+pub fn return_state(status: &str) -> ReturnState {
     match normalize_status(status).as_str() {
-        "NEW" | "REQUESTED" | "PENDING" | "PENDINGAPPROVAL" => states::REQUESTED,
-        "APPROVED" | "AUTHORIZED" | "AUTHORISED" => states::AUTHORIZED,
-        "RECEIVED" | "PARTIALLYRECEIVED" | "INSPECTED" => states::RECEIVED,
-        "REJECTED" | "DENIED" | "DECLINED" => states::REJECTED,
-        "CANCELLED" | "CANCELED" => states::CANCELED,
-        "CLOSED" | "COMPLETE" | "COMPLETED" | "REFUNDED" => states::CLOSED,
-        _ => states::PROCESSING,
+        "NEW" | "REQUESTED" | "PENDING" | "PENDINGAPPROVAL" => ReturnState::Requested,
+        "APPROVED" | "AUTHORIZED" | "AUTHORISED" => ReturnState::Authorized,
+        "RECEIVED" | "PARTIALLYRECEIVED" | "INSPECTED" => ReturnState::Received,
+        "REJECTED" | "DENIED" | "DECLINED" => ReturnState::Rejected,
+        "CANCELLED" | "CANCELED" => ReturnState::Canceled,
+        "CLOSED" | "COMPLETE" | "COMPLETED" | "REFUNDED" => ReturnState::Closed,
+        _ => ReturnState::Processing,
     }
 }
 
-/// A return's (or a returned line's) status's place in its lifecycle: the second part of
-/// its version (`sales::version`, the rule the order statuses follow), which decides
-/// between updates of equal dates: requested (1) < authorized (2) < anything in between or
-/// unknown (3) < received (4) < rejected or cancelled (5) < closed (6). Return dates are
-/// often plain dates, so a return authorized and received the same day needs this.
+/// A return's (or a returned line's) status's rank: its state's ([`ReturnState::rank`]).
 pub fn return_rank(status: &str) -> i16 {
-    match return_state(status) {
-        states::REQUESTED => 1,
-        states::AUTHORIZED => 2,
-        states::RECEIVED => 4,
-        states::REJECTED | states::CANCELED => 5,
-        states::CLOSED => 6,
-        _ => 3,
-    }
+    return_state(status).rank()
 }
+
+/// The rank of "no status yet" (a returned line the OMS has not given a status): every
+/// return status outranks it, as every order status outranks the sales module's.
+pub const NO_STATUS: i16 = 0;
 
 /// Whether a refund status is the release: Commerce issues the credit memo.
 pub fn is_released(status: &str) -> bool {
@@ -74,16 +100,43 @@ mod tests {
     #[test]
     fn the_return_path_maps_to_states_a_customer_understands() {
         for (status, state) in [
-            ("REQUESTED", states::REQUESTED),
-            ("APPROVED", states::AUTHORIZED),
-            ("RECEIVED", states::RECEIVED),
-            ("CLOSED", states::CLOSED),
-            ("REJECTED", states::REJECTED),
-            ("Cancelled", states::CANCELED),
-            ("SOMETHING_NEW", states::PROCESSING),
+            ("REQUESTED", ReturnState::Requested),
+            ("APPROVED", ReturnState::Authorized),
+            ("RECEIVED", ReturnState::Received),
+            ("CLOSED", ReturnState::Closed),
+            ("REJECTED", ReturnState::Rejected),
+            ("Cancelled", ReturnState::Canceled),
+            ("SOMETHING_NEW", ReturnState::Processing),
         ] {
             assert_eq!(return_state(status), state, "{status}");
         }
+    }
+
+    #[test]
+    fn states_are_stored_as_docs_schema_lists_them() {
+        let stored: Vec<&str> = [
+            ReturnState::Requested,
+            ReturnState::Authorized,
+            ReturnState::Processing,
+            ReturnState::Received,
+            ReturnState::Rejected,
+            ReturnState::Canceled,
+            ReturnState::Closed,
+        ]
+        .map(ReturnState::as_str)
+        .to_vec();
+        assert_eq!(
+            stored,
+            [
+                "requested",
+                "authorized",
+                "processing",
+                "received",
+                "rejected",
+                "canceled",
+                "closed"
+            ]
+        );
     }
 
     #[test]

@@ -427,13 +427,23 @@ struct WireReturnModification {
     custom_attributes: Option<Vec<WireInAttribute>>,
 }
 
-/// Parses `return_management.custom_attributes_updated` (`line` false) or
-/// `line_custom_attributes_updated`.
+/// What a return's custom attribute update is about: the two methods differ only in this,
+/// which names the modification's key and whether it names a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnAttributesOf {
+    /// `return_management.custom_attributes_updated`: the return's own attributes.
+    Return,
+    /// `return_management.line_custom_attributes_updated`: one returned line's.
+    Line,
+}
+
+/// Parses `return_management.custom_attributes_updated` or `line_custom_attributes_updated`.
 pub fn parse_return_attributes(
     params: &RawValue,
-    line: bool,
+    of: ReturnAttributesOf,
 ) -> Result<ReturnAttributesUpdate, Rejection> {
     let wire: WireReturnAttributesParams = parse_params(params)?;
+    let line = of == ReturnAttributesOf::Line;
     let (name, modification) = if line {
         (
             "return_line_custom_attributes_modification",

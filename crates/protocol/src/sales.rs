@@ -670,12 +670,23 @@ pub(crate) fn attributes(
     Ok(out)
 }
 
-/// Parses `custom_attributes_updated` (`line` false) or `line_custom_attributes_updated`.
+/// What a custom attribute update is about: the two methods differ only in this, which
+/// names the modification's key and whether it names a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributesOf {
+    /// `custom_attributes_updated`: the order's own attributes.
+    Order,
+    /// `line_custom_attributes_updated`: one line's, which it names.
+    Line,
+}
+
+/// Parses `custom_attributes_updated` or `line_custom_attributes_updated`.
 pub fn parse_attributes_update(
     params: &RawValue,
-    line: bool,
+    of: AttributesOf,
 ) -> Result<AttributesUpdate, Rejection> {
     let wire: WireAttributesParams = parse_params(params)?;
+    let line = of == AttributesOf::Line;
     let (name, modification) = if line {
         (
             "line_custom_attributes_modification",
@@ -814,7 +825,7 @@ mod tests {
                     {"name": "a", "value": "1"},
                     {"attribute_code": "b", "value": 2},
                     {"name": "a", "attribute_code": "a", "value": "3"}]}})),
-            false,
+            AttributesOf::Order,
         )
         .unwrap();
         assert_eq!(

@@ -11,16 +11,18 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
+use orders::{SalesChannel, record_foreign_order};
 use protocol::Rejection;
 use protocol::logistics::{self, Shipment};
 use protocol::sales::{
-    self, AttributesUpdate, LineCancelled, OrderUpdate, ShippingAddressUpdate, methods,
+    self, AttributesOf, AttributesUpdate, LineCancelled, OrderUpdate, ShippingAddressUpdate,
+    methods,
 };
 use runtime::{ApplyError, Handler, Outcome};
 use serde_json::value::RawValue;
 
-use crate::apply::{address, attributes, shipments, updates};
-use crate::channel::SalesChannel;
+use crate::apply::updates::{self, UpdateKind};
+use crate::apply::{address, attributes, shipments};
 
 /// A valid sales message.
 #[derive(Debug)]
@@ -60,11 +62,6 @@ impl SalesMessage {
 const LOCK_ORDERS: &str = "
     SELECT id, store FROM sales_orders WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE";
 
-const FOREIGN_ORDER: &str = "
-    INSERT INTO sales_foreign_orders (order_id, sales_channel) VALUES ($1, $2)
-    ON CONFLICT (order_id, sales_channel) DO UPDATE
-       SET messages = sales_foreign_orders.messages + 1, last_seen = now()";
-
 #[derive(Debug, Default)]
 pub struct SalesHandler {
     channel: SalesChannel,
@@ -100,10 +97,13 @@ impl Handler for SalesHandler {
             methods::LINE_CANCELLED => {
                 sales::parse_line_cancelled(params()?).map(SalesMessage::LineCancelled)
             }
-            methods::CUSTOM_ATTRIBUTES_UPDATED => sales::parse_attributes_update(params()?, false)
-                .map(SalesMessage::AttributesUpdated),
+            methods::CUSTOM_ATTRIBUTES_UPDATED => {
+                sales::parse_attributes_update(params()?, AttributesOf::Order)
+                    .map(SalesMessage::AttributesUpdated)
+            }
             methods::LINE_CUSTOM_ATTRIBUTES_UPDATED => {
-                sales::parse_attributes_update(params()?, true).map(SalesMessage::AttributesUpdated)
+                sales::parse_attributes_update(params()?, AttributesOf::Line)
+                    .map(SalesMessage::AttributesUpdated)
             }
             methods::SHIPPING_ADDRESS_UPDATED => sales::parse_shipping_address_update(params()?)
                 .map(SalesMessage::ShippingAddressUpdated),
@@ -170,8 +170,8 @@ async fn apply_one(
     message: &SalesMessage,
 ) -> Result<Outcome, tokio_postgres::Error> {
     match message {
-        SalesMessage::Created(u) => updates::apply(tx, u, true).await,
-        SalesMessage::Updated(u) => updates::apply(tx, u, false).await,
+        SalesMessage::Created(u) => updates::apply(tx, u, UpdateKind::Created).await,
+        SalesMessage::Updated(u) => updates::apply(tx, u, UpdateKind::Updated).await,
         SalesMessage::LineCancelled(c) => attributes::cancel_line(tx, c).await,
         SalesMessage::AttributesUpdated(a) => attributes::update(tx, a).await,
         SalesMessage::ShippingAddressUpdated(a) => address::apply(tx, a).await,
@@ -194,17 +194,4 @@ async fn unknown_order(
     }
     record_foreign_order(tx, order_id, message.channel()).await?;
     Ok(Outcome::Ignored("foreign_order"))
-}
-
-/// Counts a message about an order of another sales channel in `sales_foreign_orders`,
-/// under the channel it named (`''` when it named none).
-pub async fn record_foreign_order(
-    tx: &Transaction<'_>,
-    order_id: &str,
-    channel: Option<&str>,
-) -> Result<(), tokio_postgres::Error> {
-    let record = tx.prepare_cached(FOREIGN_ORDER).await?;
-    tx.execute(&record, &[&order_id, &channel.unwrap_or("")])
-        .await?;
-    Ok(())
 }

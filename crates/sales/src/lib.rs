@@ -3,7 +3,6 @@
 //! custom attributes, shipments with their tracking, and captures as invoices.
 
 pub mod apply;
-pub mod channel;
 pub mod export;
 mod handler;
 pub mod relay;
@@ -12,8 +11,10 @@ pub mod version;
 
 use runtime::{QueueSpec, Runtime};
 
-pub use channel::SalesChannel;
-pub use handler::{SalesHandler, SalesMessage, record_foreign_order};
+// The order queries other modules share live in the read API; re-exported for this
+// module's own readers.
+pub use handler::{SalesHandler, SalesMessage};
+pub use orders::{SalesChannel, record_foreign_order};
 pub use relay::SalesOutbox;
 
 /// The module's name: the `module` label of its metrics and its outbox rows' `module`.

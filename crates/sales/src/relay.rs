@@ -17,8 +17,8 @@ use protocol::sales::{
 };
 use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
 
-use crate::channel::SalesChannel;
 use crate::export;
+use orders::SalesChannel;
 
 /// Outbox topics of the sales module (`omsc_outbox_add('sales', <topic>, <order id>, …)`).
 pub mod topics {

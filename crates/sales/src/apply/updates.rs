@@ -49,11 +49,22 @@ const PAYMENT_STATUS: &str = "
                                   l.payment_status_date, l.payment_status_rank, l.payment_status,
                                   NULL)";
 
-/// Applies a `created` (`accepted`: the OMS took the order) or an `updated`.
+/// Which of the two methods an order update came in: they carry the same statuses, and only
+/// the first also says that the OMS took the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// `order_management.created`: the OMS accepted the order, which sets
+    /// `sales_orders.oms_accepted_at` once.
+    Created,
+    /// `order_management.updated`: statuses only.
+    Updated,
+}
+
+/// Applies a `created` or an `updated`.
 pub async fn apply(
     tx: &Transaction<'_>,
     update: &OrderUpdate,
-    accepted: bool,
+    kind: UpdateKind,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let order_id = update.order_id.as_str();
     let lines = lines::load(tx, order_id).await?;
@@ -155,7 +166,7 @@ pub async fn apply(
         &payment_ranks,
     ];
     let writes = [
-        accepted.then(|| tx.execute(&accept, &accept_params).boxed()),
+        (kind == UpdateKind::Created).then(|| tx.execute(&accept, &accept_params).boxed()),
         status_params
             .as_ref()
             .map(|params| tx.execute(&order_status, params).boxed()),

@@ -170,15 +170,11 @@ pub struct Export {
     pub lines: Vec<ExportedLine>,
 }
 
-/// Why an order cannot be exported (the storefront wrote something the OMS cannot take).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an order cannot be exported (the storefront wrote something the OMS cannot take):
+/// the whole sentence, order included, as the outbox row's failure records it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Invalid(pub String);
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn invalid(order: &str, reason: impl std::fmt::Display) -> Invalid {
     Invalid(format!("order {order} cannot be exported: {reason}"))
@@ -226,8 +222,8 @@ pub fn build(rows: &OrderRows) -> Result<Export, Invalid> {
     for item in top {
         let mut kids = children.remove(&item.item_id).unwrap_or_default();
         kids.sort_by_key(|i| i.item_id);
-        match item.product_type.as_str() {
-            "simple" | "virtual" | "giftcard" | "downloadable" => {
+        match ItemType::of(&item.product_type) {
+            Some(ItemType::Unit(unit)) => {
                 if let Some(kid) = kids.first() {
                     return Err(invalid(
                         &order.id,
@@ -237,9 +233,9 @@ pub fn build(rows: &OrderRows) -> Result<Export, Invalid> {
                         ),
                     ));
                 }
-                builder.units(item, item, line_type(&item.product_type), None);
+                builder.units(item, item, unit.line_type(), None);
             }
-            "configurable" => {
+            Some(ItemType::Configurable) => {
                 let [chosen] = kids.as_slice() else {
                     return Err(invalid(
                         &order.id,
@@ -253,11 +249,14 @@ pub fn build(rows: &OrderRows) -> Result<Export, Invalid> {
                 };
                 builder.units(item, chosen, line_type(&chosen.product_type), None);
             }
-            "bundle" => builder.bundle(item, &kids)?,
-            other => {
+            Some(ItemType::Bundle) => builder.bundle(item, &kids)?,
+            None => {
                 return Err(invalid(
                     &order.id,
-                    format!("item {} has product type {other:?}", item.item_id),
+                    format!(
+                        "item {} has product type {:?}",
+                        item.item_id, item.product_type
+                    ),
                 ));
             }
         }
@@ -375,9 +374,59 @@ fn amount_text(d: Decimal) -> String {
     d.normalize().to_string()
 }
 
+/// A storefront item's product type (`sales_order_items.product_type`), as the export
+/// treats it: an item that is its own units, or one whose units are its children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemType {
+    /// Exported as its own units, without children.
+    Unit(UnitType),
+    /// Exported as its own units (price, quantity) named after its one chosen child.
+    Configurable,
+    /// A `BUNDLE` line per unit, its children's units under it.
+    Bundle,
+}
+
+/// The product types that are units themselves, each with the OMS line type it becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnitType {
+    Simple,
+    Virtual,
+    GiftCard,
+    Downloadable,
+}
+
+impl ItemType {
+    /// The type a stored `product_type` names; `None` for one the export does not know.
+    fn of(commerce_type: &str) -> Option<Self> {
+        Some(match commerce_type {
+            "simple" => ItemType::Unit(UnitType::Simple),
+            "virtual" => ItemType::Unit(UnitType::Virtual),
+            "giftcard" => ItemType::Unit(UnitType::GiftCard),
+            "downloadable" => ItemType::Unit(UnitType::Downloadable),
+            "configurable" => ItemType::Configurable,
+            "bundle" => ItemType::Bundle,
+            _ => return None,
+        })
+    }
+}
+
+impl UnitType {
+    /// Nothing to ship is `VIRTUAL` (the specification has no gift card or download type).
+    fn line_type(self) -> &'static str {
+        match self {
+            UnitType::Virtual | UnitType::GiftCard | UnitType::Downloadable => {
+                product_types::VIRTUAL
+            }
+            UnitType::Simple => product_types::PHYSICAL,
+        }
+    }
+}
+
+/// The OMS line type of a chosen or bundled child: its own unit type's, and `PHYSICAL` for
+/// anything else, as a child that is not a unit type is exported as goods to ship.
 fn line_type(commerce_type: &str) -> &'static str {
-    match commerce_type {
-        "virtual" | "giftcard" | "downloadable" => product_types::VIRTUAL,
+    match ItemType::of(commerce_type) {
+        Some(ItemType::Unit(unit)) => unit.line_type(),
         _ => product_types::PHYSICAL,
     }
 }
