@@ -31,7 +31,14 @@ fn free_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-fn spawn_gateway(env: &TestEnv, addr: SocketAddr, bus: &TestBus) -> tokio::process::Child {
+/// The real `omsc-gateway` process, with `prefetch` deliveries held at most: with the
+/// default (1000) every queued message of the outbound test would be in flight at once.
+fn spawn_gateway(
+    env: &TestEnv,
+    addr: SocketAddr,
+    bus: &TestBus,
+    prefetch: u16,
+) -> tokio::process::Child {
     env.spawn_binary_with_args(
         "omsc-gateway",
         &[],
@@ -39,6 +46,7 @@ fn spawn_gateway(env: &TestEnv, addr: SocketAddr, bus: &TestBus) -> tokio::proce
             ("OMSC_GATEWAY_ADDR", &addr.to_string()),
             ("OMSC_REGISTRATION_SECRET", SECRET),
             ("OMSC_OMS_URL", &bus.base),
+            ("OMSC_PREFETCH", &prefetch.to_string()),
         ],
     )
 }
@@ -155,7 +163,7 @@ async fn inbound_every_request_answered_200_survives_a_kill_9_of_the_gateway() {
     let bus = TestBus::start().await;
     let (_connection, seen) = record_oms(&env).await;
     let addr = free_addr();
-    let mut gateway = spawn_gateway(&env, addr, &bus);
+    let mut gateway = spawn_gateway(&env, addr, &bus, 1000);
 
     // The bus: SENDERS connections POSTing one request after another, each sent again
     // until it is answered 200.
@@ -196,7 +204,7 @@ async fn inbound_every_request_answered_200_survives_a_kill_9_of_the_gateway() {
     .await;
     gateway.kill().await.unwrap();
     let at_kill = answered.lock().unwrap().len();
-    let mut gateway = spawn_gateway(&env, addr, &bus);
+    let mut gateway = spawn_gateway(&env, addr, &bus, 1000);
     for sender in senders {
         tokio::time::timeout(PATIENCE, sender)
             .await
@@ -242,7 +250,8 @@ async fn outbound_what_was_queued_while_the_gateway_was_killed_reaches_the_bus_a
         .collect();
     publish(&publisher, &creates).await;
     let addr = free_addr();
-    let mut gateway = spawn_gateway(&env, addr, &bus);
+    // 16 calls in flight at most, so that the stream takes seconds and the kill lands in it.
+    let mut gateway = spawn_gateway(&env, addr, &bus, 16);
     let taken = |bus: &TestBus| -> Vec<String> {
         bus.calls()
             .iter()
@@ -259,7 +268,7 @@ async fn outbound_what_was_queued_while_the_gateway_was_killed_reaches_the_bus_a
     assert!(taken_before.len() < ORDERS, "killed mid-stream");
     // Queued while the gateway is dead.
     publish(&publisher, &cancels).await;
-    let mut gateway = spawn_gateway(&env, addr, &bus);
+    let mut gateway = spawn_gateway(&env, addr, &bus, 16);
     let all: HashSet<String> = creates
         .iter()
         .chain(&cancels)
