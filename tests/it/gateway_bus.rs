@@ -55,6 +55,9 @@ struct BusState {
     sources: Vec<Value>,
     /// Methods refused with `"error": "<text>"`, whatever the id.
     refuse_method: Vec<(String, String)>,
+    /// How long the bus takes to answer: a real bus is not instant, and a gateway killed
+    /// mid-stream must have calls in flight.
+    delay: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -132,6 +135,10 @@ impl TestBus {
             .push((method.to_owned(), text.to_owned()));
     }
 
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.clone()
     }
@@ -152,6 +159,10 @@ async fn answer(
         .strip_prefix("/api")
         .unwrap_or(uri.path())
         .to_owned();
+    let delay = state.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = state.lock().unwrap();
     if path == "/oauth/token" {
         let token = format!("token-{}", state.tokens.len() + 1);

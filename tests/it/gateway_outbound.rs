@@ -16,7 +16,7 @@ use protocol::sales::methods::{CANCEL, CREATE};
 
 /// A publisher on `commerce.events`, as the connector's relays publish, with the gateway's
 /// queue declared first so that what is published before the gateway runs waits for it.
-async fn connector_publisher(env: &TestEnv) -> OmsPublisher {
+pub async fn connector_publisher(env: &TestEnv) -> OmsPublisher {
     let connection = amqp().await;
     let channel = connection.create_channel().await.unwrap();
     let topology = runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum);
@@ -28,7 +28,7 @@ async fn connector_publisher(env: &TestEnv) -> OmsPublisher {
         .unwrap()
 }
 
-fn message(method: &str, id: &str) -> (String, Vec<u8>, String) {
+pub fn message(method: &str, id: &str) -> (String, Vec<u8>, String) {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":"{id}","method":"{method}","params":{{"order_id":"{}"}}}}"#,
         id.split(':').next().unwrap()
@@ -36,7 +36,7 @@ fn message(method: &str, id: &str) -> (String, Vec<u8>, String) {
     (method.to_owned(), body.into_bytes(), id.to_owned())
 }
 
-async fn publish(publisher: &OmsPublisher, messages: &[(String, Vec<u8>, String)]) {
+pub async fn publish(publisher: &OmsPublisher, messages: &[(String, Vec<u8>, String)]) {
     publisher
         .publish_all(
             messages

@@ -19,6 +19,8 @@ mod gateway;
 mod gateway_bus;
 mod gateway_lifecycle;
 mod gateway_outbound;
+mod gateway_restart;
+mod gateway_returns;
 mod helpers;
 mod limits;
 mod memory;

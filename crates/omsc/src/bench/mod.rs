@@ -7,6 +7,7 @@
 
 mod ceilings;
 mod connector;
+mod gateway;
 mod modules;
 mod naive;
 mod report;
@@ -82,7 +83,7 @@ pub struct Setup {
     pub worker: PathBuf,
     pub sizes: Sizes,
     /// Scenarios to run (`broker`, `postgres`, `naive`, `delta`, `full`, `mixed`, `latency`,
-    /// `orders`, `catalog`); empty: all.
+    /// `orders`, `catalog`, `gateway`); empty: all.
     pub only: Vec<String>,
 }
 
@@ -151,6 +152,11 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
         quiet_database(setup).await;
         eprintln!("catalog: full export …");
         report.catalog = Some(modules::catalog(setup).await?);
+    }
+    if setup.wants("gateway") {
+        quiet_database(setup).await;
+        eprintln!("gateway: inbound, latency and outbound against the publish ceiling …");
+        report.gateway = Some(gateway::run(setup).await?);
     }
     Ok(report)
 }

@@ -20,6 +20,7 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub orders: Option<Orders>,
     pub catalog: Option<Catalog>,
+    pub gateway: Option<super::gateway::Gateway>,
 }
 
 /// A target of the connector and whether this run met it.
@@ -101,6 +102,7 @@ impl Report {
             latency: None,
             orders: None,
             catalog: None,
+            gateway: None,
         }
     }
 
@@ -148,6 +150,9 @@ impl Report {
                 measured: format!("{p99:.1} ms"),
                 met: p99 <= 20.0,
             });
+        }
+        if let Some(g) = &self.gateway {
+            v.extend(super::gateway::verdicts(g));
         }
         v
     }
@@ -305,6 +310,9 @@ impl Report {
                 c.secs,
                 c.peak_rss as f64 / MIB
             );
+        }
+        if let Some(g) = &self.gateway {
+            out.push_str(&super::gateway::markdown(g));
         }
         let _ = writeln!(out, "\n## Method\n");
         let _ = writeln!(
