@@ -136,7 +136,10 @@ pub async fn post(addr: SocketAddr, body: &[u8], headers: &[(&str, &str)]) -> Re
 
 /// A queue of the test's own on `oms.events`, bound to `method`: it sees what the gateway
 /// publishes.
-async fn listen_on_oms(env: &TestEnv, method: &str) -> (lapin::Connection, lapin::Consumer) {
+pub(crate) async fn listen_on_oms(
+    env: &TestEnv,
+    method: &str,
+) -> (lapin::Connection, lapin::Consumer) {
     let connection = amqp().await;
     let channel = connection.create_channel().await.unwrap();
     let topology = runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum);

@@ -10,16 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::gateway_bus::TestBus;
 use crate::gateway_outbound::{connector_publisher, message, publish};
-use crate::helpers::{PATIENCE, TestEnv, amqp, wait_until};
+use crate::helpers::{PATIENCE, TestEnv, wait_until};
 
 use protocol::sales::methods::{CANCEL, CREATE};
 
@@ -83,55 +79,7 @@ async fn record_oms(
     lapin::Connection,
     Arc<Mutex<HashMap<String, (usize, Vec<u8>)>>>,
 ) {
-    let connection = amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    let topology = runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum);
-    channel
-        .exchange_declare(
-            topology.oms_exchange().as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            topology.oms_exchange().as_str().into(),
-            METHOD.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "test".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, mut consumer) = crate::gateway::listen_on_oms(env, METHOD).await;
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let record = seen.clone();
     tokio::spawn(async move {

@@ -6,7 +6,6 @@
 //! content. Each returned unit is one line of the message, named by the order line's id and
 //! number as they were exported.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Client;
 use protocol::postsales::{AuthorizeParams, WireReturnAuthorize, WireReturnLine};
 use protocol::sales::WireCustomAttribute;
@@ -14,17 +13,8 @@ use protocol::sales::WireCustomAttribute;
 /// Everything the storefront wrote about one return, with what it needs of its order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReturnRows {
-    pub id: String,
-    pub order_id: String,
-    /// The order's store: the OMS sales channel.
-    pub store: String,
-    pub requested_at: DateTime<Utc>,
-    pub requested_by: Option<String>,
-    pub source_id: Option<String>,
-    pub tracking_number: Option<String>,
-    pub tracking_url: Option<String>,
-    pub tracking_label_url: Option<String>,
-    pub tracking_carrier: Option<String>,
+    /// The return and its order's store, as the sales read API gives them.
+    pub of: orders::returns::ReturnOfOrder,
     /// `(code, value)` in code order.
     pub attributes: Vec<(String, String)>,
     pub lines: Vec<ReturnLineRow>,
@@ -50,18 +40,19 @@ pub fn build(rows: &ReturnRows) -> AuthorizeParams {
             .map(|(c, v)| WireCustomAttribute::new(c, v))
             .collect()
     };
+    let of = &rows.of;
     AuthorizeParams {
         return_authorize: WireReturnAuthorize {
-            sales_channel_id: rows.store.clone(),
-            order_id: rows.order_id.clone(),
-            source_id: rows.source_id.clone(),
-            user: rows.requested_by.clone(),
-            rma: rows.id.clone(),
-            return_tracking_number: rows.tracking_number.clone(),
-            return_tracking_url: rows.tracking_url.clone(),
-            return_tracking_label_url: rows.tracking_label_url.clone(),
-            return_tracking_carrier: rows.tracking_carrier.clone(),
-            origin_date: protocol::outbound::format_datetime(&rows.requested_at),
+            sales_channel_id: of.store.clone(),
+            order_id: of.order_id.clone(),
+            source_id: of.source_id.clone(),
+            user: of.requested_by.clone(),
+            rma: of.id.clone(),
+            return_tracking_number: of.tracking_number.clone(),
+            return_tracking_url: of.tracking_url.clone(),
+            return_tracking_label_url: of.tracking_label_url.clone(),
+            return_tracking_carrier: of.tracking_carrier.clone(),
+            origin_date: protocol::outbound::format_datetime(&of.requested_at),
             custom_attributes: attributes(&rows.attributes),
             lines: rows
                 .lines
@@ -129,16 +120,7 @@ pub async fn load(
         })
         .collect();
     Ok(Some(ReturnRows {
-        id: r.id,
-        order_id: r.order_id,
-        store: r.store,
-        requested_at: r.requested_at,
-        requested_by: r.requested_by,
-        source_id: r.source_id,
-        tracking_number: r.tracking_number,
-        tracking_url: r.tracking_url,
-        tracking_label_url: r.tracking_label_url,
-        tracking_carrier: r.tracking_carrier,
+        of: r,
         attributes,
         lines,
     }))
@@ -146,22 +128,24 @@ pub async fn load(
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     use super::*;
 
     fn rows() -> ReturnRows {
         ReturnRows {
-            id: "R-101-1".into(),
-            order_id: "000000101".into(),
-            store: "default".into(),
-            requested_at: Utc.with_ymd_and_hms(2026, 3, 10, 9, 30, 0).unwrap(),
-            requested_by: Some("customer".into()),
-            source_id: None,
-            tracking_number: Some("RET-1".into()),
-            tracking_url: None,
-            tracking_label_url: None,
-            tracking_carrier: Some("UPS".into()),
+            of: orders::returns::ReturnOfOrder {
+                id: "R-101-1".into(),
+                order_id: "000000101".into(),
+                store: "default".into(),
+                requested_at: Utc.with_ymd_and_hms(2026, 3, 10, 9, 30, 0).unwrap(),
+                requested_by: Some("customer".into()),
+                source_id: None,
+                tracking_number: Some("RET-1".into()),
+                tracking_url: None,
+                tracking_label_url: None,
+                tracking_carrier: Some("UPS".into()),
+            },
             attributes: vec![("channel".into(), "web".into())],
             lines: vec![ReturnLineRow {
                 line_id: "1-2".into(),

@@ -65,7 +65,7 @@ async fn build_authorize(
         )));
     }
     let mut params = authorize::build(&rows);
-    params.return_authorize.sales_channel_id = channel.of_order(&rows.store).to_owned();
+    params.return_authorize.sales_channel_id = channel.of_order(&rows.of.store).to_owned();
     Ok(Built::Message(Outgoing {
         method: methods::AUTHORIZE.into(),
         message_id: return_id.to_owned(),
