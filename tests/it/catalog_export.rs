@@ -7,8 +7,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use omsc::simulate::publish::OmsPublisher;
 use protocol::catalog::{EXPORT_CHUNK_SIZE, ExportFull, methods};
+use simulate::publish::OmsPublisher;
 
 use crate::catalog::spec_problems;
 use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, amqp, wait_until};

@@ -327,7 +327,7 @@ async fn the_broker_over_tls_works_with_the_ca_and_is_refused_without_it() {
         .start_worker_with(&[&format!("--amqp-url={trusted}")])
         .await;
     let publisher = env.publisher().await;
-    let body = omsc::simulate::stock::encode(
+    let body = simulate::stock::encode(
         &protocol::inventory::StockSnapshot {
             scope: protocol::inventory::StockScope::Aggregate,
             scope_id: "EU".into(),

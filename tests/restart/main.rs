@@ -9,8 +9,8 @@ mod helpers;
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::stock::{Storm, StormSpec};
 use protocol::inventory::StockScope;
+use simulate::stock::{Storm, StormSpec};
 use stock_filter::Model;
 
 use helpers::{PATIENCE, TestEnv, http_get, wait_until};

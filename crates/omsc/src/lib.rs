@@ -3,6 +3,4 @@
 pub mod bench;
 pub mod fleet;
 pub mod report;
-pub mod returns;
 pub mod scale;
-pub mod simulate;

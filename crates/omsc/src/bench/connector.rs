@@ -10,7 +10,7 @@ use protocol::inventory::StockScope;
 use stock_filter::Model;
 
 use super::support::{self, Scratch};
-use crate::simulate::stock::{self, Storm, StormSpec};
+use simulate::stock::{self, Storm, StormSpec};
 
 /// How long any scenario may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(600);

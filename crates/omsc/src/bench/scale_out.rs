@@ -11,7 +11,7 @@ use protocol::inventory::StockScope;
 use super::support::Scratch;
 use crate::fleet::ReplicaFigures;
 use crate::scale::{self, Arrival, Drain, Load, Rolling, Target};
-use crate::simulate::stock::StormSpec;
+use simulate::stock::StormSpec;
 
 /// A load and what the runs measured under it.
 #[derive(Debug, Clone)]

@@ -10,8 +10,8 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use tokio::process::{Child, Command};
 
-use crate::simulate::publish::OmsPublisher;
-use crate::simulate::stock;
+use simulate::publish::OmsPublisher;
+use simulate::stock;
 
 /// A database and a queue prefix of one scenario; dropped at the end.
 pub struct Scratch {
