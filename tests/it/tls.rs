@@ -55,11 +55,7 @@ fn scratch_dir(label: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::http::free_address().unwrap().port()
 }
 
 /// A PostgreSQL server of the test's own, with TLS on: initdb'd into a temporary directory,

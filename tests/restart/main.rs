@@ -30,11 +30,7 @@ fn storm(seed: u64) -> Storm {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::http::free_address().unwrap().port()
 }
 
 fn run(program: &str, args: &[&str]) {
