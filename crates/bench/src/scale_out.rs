@@ -1,4 +1,4 @@
-//! `omsc bench --scale-out`: the scale-out runs of [`test_support::scale`] on the shipped binaries,
+//! `omsc-bench --scale-out`: the scale-out runs of [`test_support::scale`] on the shipped binaries,
 //! with their figures: throughput of one replica and of several on the same queue, what each
 //! replica used (messages, CPU, memory), and a rolling restart under load. Writes
 //! docs/scale-out.md (`make scale-out`).
