@@ -51,12 +51,12 @@ BIN_DIR = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 .PHONY: bench
 bench: services ## Measure the connector against the machine's ceilings; writes docs/benchmarks.md
 	$(CARGO) build --profile $(PROFILE) --bins
-	$(BIN_DIR)/omsc bench --out docs/benchmarks.md
+	$(BIN_DIR)/omsc-bench --out docs/benchmarks.md
 
 .PHONY: bench-quick
 bench-quick: services ## A short benchmark run (smoke test; figures are indicative only)
 	$(CARGO) build --profile $(PROFILE) --bins
-	$(BIN_DIR)/omsc bench --quick
+	$(BIN_DIR)/omsc-bench --quick
 
 .PHONY: fuzz
 fuzz: ## Fuzz the protocol parsers for 15 minutes (FUZZ_SECONDS to change)
@@ -79,12 +79,13 @@ definitions: ## Regenerate deploy/rabbitmq/definitions.json (and gateway-definit
 .PHONY: scale-out
 scale-out: services ## Run replicas of each worker under load with a rolling restart; writes docs/scale-out.md
 	$(CARGO) build --profile $(PROFILE) --bins
-	$(BIN_DIR)/omsc bench --scale-out --out docs/scale-out.md
+	$(BIN_DIR)/omsc-bench --scale-out --out docs/scale-out.md
 
 .PHONY: check
 check: spec-check ## Formatting, lints (warnings are errors) and the spec table
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p omsc --features simulate --all-targets -- -D warnings
 
 .PHONY: spec-check
 spec-check: ## Re-derive the spec's field table from the XML (MOM_SPEC, default ../shared/protocol/mom-spec); skipped without it

@@ -19,7 +19,7 @@ export OMSC_HTTP_ADDR=127.0.0.1:19467
 export OMSC_STATS_FLUSH_SECS=5
 export RUST_LOG=warn
 chromium=$(scripts/browser.sh)
-cargo build --bin omsc
+cargo build --bin omsc --features omsc/simulate
 omsc=./target/debug/omsc
 
 psql_admin() { psql -h 127.0.0.1 -U postgres -d postgres -qAt -c "$1"; }

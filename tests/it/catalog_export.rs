@@ -7,8 +7,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use omsc::simulate::publish::OmsPublisher;
 use protocol::catalog::{EXPORT_CHUNK_SIZE, ExportFull, methods};
+use simulate::publish::OmsPublisher;
 
 use crate::catalog::spec_problems;
 use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, amqp, wait_until};
@@ -114,12 +114,7 @@ async fn exists(env: &TestEnv, run_id: &str) -> bool {
 
 /// Peak resident memory of a process, in kB.
 fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    test_support::process::peak_rss(pid).map_or(0, |bytes| bytes / 1024)
 }
 
 #[tokio::test]

@@ -133,9 +133,9 @@ async fn table(env: &TestEnv, query: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_export_writes_one_date_format_and_null_for_what_it_does_not_know() {
     use chrono::{TimeZone, Utc};
-    use omsc::simulate::orders::{SimOrder, order_rows, simple_item};
     use protocol::sales::methods;
     use rust_decimal::Decimal;
+    use simulate::orders::{SimOrder, order_rows, simple_item};
 
     use crate::sales_support::{OmsInbox, place_all, start_sales};
 
@@ -204,9 +204,9 @@ async fn the_export_writes_one_date_format_and_null_for_what_it_does_not_know() 
 #[tokio::test]
 async fn shipments_in_the_mock_and_simulator_shapes_keep_what_a_storefront_shows() {
     use chrono::{TimeZone, Utc};
-    use omsc::simulate::orders::{SimOrder, order_rows, simple_item};
     use protocol::sales::methods;
     use rust_decimal::Decimal;
+    use simulate::orders::{SimOrder, order_rows, simple_item};
 
     use crate::sales_support::{
         OmsInbox, oms_publisher, outcomes, place_all, start_sales, wait_exported,
@@ -329,9 +329,9 @@ async fn shipments_in_the_mock_and_simulator_shapes_keep_what_a_storefront_shows
 #[tokio::test]
 async fn refunds_name_lines_by_id_or_number_and_need_no_credit_note_number() {
     use chrono::{TimeZone, Utc};
-    use omsc::simulate::orders::{SimOrder, order_rows, simple_item};
     use protocol::postsales::methods;
     use rust_decimal::Decimal;
+    use simulate::orders::{SimOrder, order_rows, simple_item};
 
     use crate::postsales_support::{
         oms_publisher, outcomes, placed_and_shipped, start_postsales, wait_settled,

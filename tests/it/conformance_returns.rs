@@ -2,10 +2,10 @@
 //! every status of a return on the same (plain) date, delivered in order and backwards.
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::orders::{SimOrder, order_rows, simple_item};
-use omsc::simulate::postsales::SimReturn;
 use protocol::postsales::methods::RETURN_UPDATED;
 use serde_json::{Value, json};
+use simulate::orders::{SimOrder, order_rows, simple_item};
+use simulate::postsales::SimReturn;
 
 use crate::conformance_support::{money, table};
 use crate::helpers::TestEnv;
@@ -71,7 +71,9 @@ async fn a_returns_statuses_of_one_date_end_at_the_furthest_in_any_arrival_order
     placed_and_shipped(&env, &orders).await;
     for order in &orders {
         let request = SimReturn::new(order, &format!("R-{}", order.id()), &["7"]).request();
-        omsc::returns::request(&env.db, &request).await.unwrap();
+        postsales::storefront::request(&env.db, &request)
+            .await
+            .unwrap();
     }
     wait_authorized(&env, orders.len() as i64).await;
     let publisher = oms_publisher(&env).await;

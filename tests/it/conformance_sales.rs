@@ -4,13 +4,13 @@
 //! specification's shapes (`sales/order_management.xml`, `postsales/return.xml`) and the mock
 //! templates, never with the connector's builders; each test ends in a table.
 
-use omsc::simulate::orders::{self, SimOrder, order_rows, simple_item};
 use protocol::postsales::methods::RETURN_DUPLICATED;
 use protocol::sales::methods::{
     CANCEL, CANCEL_LINE, CREATE, CREATE_COMMENT, CUSTOM_ATTRIBUTES_UPDATED,
     SHIPPING_ADDRESS_UPDATED, UPDATED,
 };
 use serde_json::{Value, json};
+use simulate::orders::{self, SimOrder, order_rows, simple_item};
 
 use crate::conformance_support::{MockLine, Shop, item, mock_update, money, origin, table};
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
@@ -441,8 +441,10 @@ async fn a_return_the_oms_reports_duplicated_is_recorded_and_left_as_it_is() {
         ),
     };
     placed_and_shipped(&env, std::slice::from_ref(&order)).await;
-    let request = omsc::simulate::postsales::SimReturn::new(&order, "R-501", &["7"]).request();
-    omsc::returns::request(&env.db, &request).await.unwrap();
+    let request = simulate::postsales::SimReturn::new(&order, "R-501", &["7"]).request();
+    postsales::storefront::request(&env.db, &request)
+        .await
+        .unwrap();
     let publisher = oms_publisher(&env).await;
     let duplicated = |channel: &str, rma: Option<&str>| {
         let mut r = json!({"sales_channel_id": channel, "order_id": "000000501"});

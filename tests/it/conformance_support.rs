@@ -5,11 +5,11 @@
 //! person can compare with the ones written in the tests.
 
 use chrono::{DateTime, TimeZone, Utc};
-use omsc::simulate::orders::{self, order_rows, simple_item};
-use omsc::simulate::publish::OmsPublisher;
 use rust_decimal::Decimal;
 use sales::export::{ItemRow, OrderRows};
 use serde_json::{Value, json};
+use simulate::orders::{self, order_rows, simple_item};
+use simulate::publish::OmsPublisher;
 
 use crate::helpers::{PATIENCE, TestEnv, Worker, wait_until};
 use crate::sales_support::{OmsInbox, Sent, oms_publisher, outcomes, start_sales};

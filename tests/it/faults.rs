@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::stock::{Storm, StormSpec};
 use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
+use simulate::stock::{Storm, StormSpec};
 use stock_filter::Model;
 
 use crate::helpers::{AMQP_URL, INVENTORY_QUEUE, PATIENCE, TestEnv, http_get, wait_until};

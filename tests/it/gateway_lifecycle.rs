@@ -2,8 +2,8 @@
 //! receives `order_management.create` at `/delegate/oms`, and the OMS's messages come back
 //! through the bus to the callback URL, signed. Nothing of the OMS side touches the broker.
 
-use omsc::simulate::orders::{self, OrdersSpec};
 use serde_json::Value;
+use simulate::orders::{self, OrdersSpec};
 
 use crate::gateway::{post, start_gateway_with};
 use crate::gateway_bus::TestBus;

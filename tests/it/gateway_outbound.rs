@@ -3,8 +3,8 @@
 //! and what the bus refuses is kept with its words. Against the real broker and database,
 //! with the bus played by [`TestBus`].
 
-use omsc::simulate::publish::OmsPublisher;
 use serde_json::Value;
+use simulate::publish::OmsPublisher;
 
 use crate::gateway::start_gateway_with;
 use crate::gateway_bus::{Call, TestBus};

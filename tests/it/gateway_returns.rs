@@ -5,11 +5,11 @@
 //! touches the broker.
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::orders::{OmsMessage, SimOrder, order_rows, simple_item};
-use omsc::simulate::postsales::SimReturn;
 use protocol::postsales::methods::{AUTHORIZE, REFUND_UPDATED, RETURN_UPDATED};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use simulate::orders::{OmsMessage, SimOrder, order_rows, simple_item};
+use simulate::postsales::SimReturn;
 
 use crate::gateway::{post, start_gateway_with};
 use crate::gateway_bus::TestBus;
@@ -102,7 +102,7 @@ async fn a_return_requested_in_the_shop_is_authorized_received_and_refunded_thro
     // receives its authorization as a command for the OMS, to the vendor's specification.
     let sim = SimReturn::new(&order, RMA, &["7"]);
     assert_eq!(sim.lines.len(), 1);
-    omsc::returns::request(&env.db, &sim.request())
+    postsales::storefront::request(&env.db, &sim.request())
         .await
         .unwrap();
     wait_until("the authorization at the bus", PATIENCE, || async {

@@ -1,23 +1,28 @@
 //! Test harness: a fresh database and a fresh queue prefix per test, workers in-process or
 //! as real processes, a confirmed publisher, and waits on conditions with deadlines.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use omsc::simulate::publish::OmsPublisher;
-use omsc::simulate::stock;
 use protocol::inventory::StockSnapshot;
 use runtime::RuntimeConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use simulate::publish::OmsPublisher;
+use simulate::stock;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+// The waits and the HTTP probes are the harness the benchmark shares (`test-support`).
+pub use test_support::http::get as http_get;
+// The restart binary includes this file too and asks for no headers.
+#[allow(unused_imports)]
+pub use test_support::http::get_with as http_get_with;
+pub use test_support::wait::wait_until;
 
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -494,63 +499,6 @@ pub async fn amqp() -> Connection {
     Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .expect("RabbitMQ at 127.0.0.1:5672")
-}
-
-/// Waits until `condition` holds, checking every 25 ms; fails the test after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// A minimal HTTP/1.1 GET: status and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_get_with(addr, path, &[]).await
-}
-
-/// A minimal HTTP/1.1 GET with extra request headers: status and body.
-pub async fn http_get_with(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A binary of the workspace, built next to the test executable (`make test` builds them).

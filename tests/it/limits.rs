@@ -295,7 +295,7 @@ async fn a_nonzero_from_the_year_99999_is_dead_lettered_and_zeroes_nothing() {
                 ),
                 (
                     protocol::inventory::methods::AGGREGATE_STOCK_UPDATED,
-                    omsc::simulate::stock::encode(&ahead, "two-days-ahead"),
+                    simulate::stock::encode(&ahead, "two-days-ahead"),
                     "two-days-ahead".to_owned(),
                 ),
             ],

@@ -2,6 +2,7 @@
 //! database and its own queue prefix, so they run in parallel without seeing each other.
 
 mod bad_input;
+mod boundaries;
 mod catalog;
 mod catalog_export;
 mod cli;

@@ -66,7 +66,7 @@ fn oversized(id: &str, bytes: usize) -> Vec<u8> {
 }
 
 fn peak_rss_kb(pid: u32) -> u64 {
-    omsc::fleet::peak_rss(pid).map_or(0, |bytes| bytes / 1024)
+    test_support::process::peak_rss(pid).map_or(0, |bytes| bytes / 1024)
 }
 
 /// Declares the inventory and sales queues, so that what is published before the worker

@@ -4,9 +4,9 @@
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use omsc::simulate::stock;
 use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use runtime::amqp::Publisher;
+use simulate::stock;
 
 use crate::helpers::{
     AMQP_URL, INVENTORY_QUEUE, PATIENCE, TestEnv, amqp, binary, http_get, metric_value, wait_until,

@@ -3,11 +3,11 @@
 //! refunded money goes (payment, store credit, neither).
 
 use chrono::{Duration, TimeZone, Utc};
-use omsc::simulate::orders::{OmsMessage, SimOrder, deliveries, order_rows, simple_item};
-use omsc::simulate::postsales::{SimReturn, refund};
 use protocol::postsales::methods::{REFUND_UPDATED, RETURN_UPDATED};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use simulate::orders::{OmsMessage, SimOrder, deliveries, order_rows, simple_item};
+use simulate::postsales::{SimReturn, refund};
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
 use crate::postsales_support::{
@@ -50,7 +50,9 @@ async fn run_returns(returns: &[SimReturn], messages: &[&OmsMessage]) -> Vec<Str
     let orders: Vec<SimOrder> = returns.iter().map(|r| r.order.clone()).collect();
     placed_and_shipped(&env, &orders).await;
     for r in returns {
-        omsc::returns::request(&env.db, &r.request()).await.unwrap();
+        postsales::storefront::request(&env.db, &r.request())
+            .await
+            .unwrap();
     }
     wait_authorized(&env, returns.len() as i64).await;
     let publisher = oms_publisher(&env).await;
@@ -146,7 +148,9 @@ async fn the_mock_templates_rendered_with_values_update_the_return_and_credit_it
     };
     placed_and_shipped(&env, std::slice::from_ref(&order)).await;
     let request = SimReturn::new(&order, "R-42", &["7"]).request();
-    omsc::returns::request(&env.db, &request).await.unwrap();
+    postsales::storefront::request(&env.db, &request)
+        .await
+        .unwrap();
     wait_authorized(&env, 1).await;
     let values = [
         ("order_item.id", "7"),
@@ -278,7 +282,7 @@ async fn return_statuses_apply_newest_first_and_returns_the_oms_created_are_kept
     let order = paid_order("CAS-1", Some("C-1"), d(0), d(0));
     placed_and_shipped(&env, std::slice::from_ref(&order)).await;
     let ours = SimReturn::new(&order, "R-CAS-1", &["1"]);
-    omsc::returns::request(&env.db, &ours.request())
+    postsales::storefront::request(&env.db, &ours.request())
         .await
         .unwrap();
     wait_authorized(&env, 1).await;

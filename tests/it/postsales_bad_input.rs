@@ -3,10 +3,10 @@
 //! there.
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::postsales::{SimReturn, refund};
 use protocol::postsales::methods;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use simulate::postsales::{SimReturn, refund};
 
 use crate::helpers::TestEnv;
 use crate::postsales_support::{
@@ -219,7 +219,9 @@ async fn every_bad_post_sales_message_is_dead_lettered_with_its_reason_and_the_r
     let other = paid_order("BAD-2", Some("C-2"), d(0), d(0));
     placed_and_shipped(&env, &[order.clone(), other]).await;
     let r = SimReturn::new(&order, "R-BAD", &["1"]);
-    omsc::returns::request(&env.db, &r.request()).await.unwrap();
+    postsales::storefront::request(&env.db, &r.request())
+        .await
+        .unwrap();
     wait_authorized(&env, 1).await;
     let publisher = oms_publisher(&env).await;
     // CN-1 refunds a plate first, so that more than the order's total can be refunded.

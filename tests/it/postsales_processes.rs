@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
-use omsc::simulate::orders::{OmsMessage, SimOrder, deliveries};
-use omsc::simulate::postsales::{SimReturn, refund};
 use rust_decimal::Decimal;
+use simulate::orders::{OmsMessage, SimOrder, deliveries};
+use simulate::postsales::{SimReturn, refund};
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
 use crate::postsales_support::{balance, oms_publisher, paid_order, placed_and_shipped};
@@ -148,7 +148,9 @@ async fn omsc_run_all_runs_the_post_sales_module() {
 
     // Out: a requested return is authorized.
     let r = SimReturn::new(&order, "R-ALL-1", &["1", "2-1", "2-2"]);
-    omsc::returns::request(&env.db, &r.request()).await.unwrap();
+    postsales::storefront::request(&env.db, &r.request())
+        .await
+        .unwrap();
     let sent = inbox.next().await;
     assert_eq!(sent.routing_key, protocol::postsales::methods::AUTHORIZE);
     assert_eq!(sent.message_id, "R-ALL-1");

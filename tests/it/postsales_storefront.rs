@@ -3,10 +3,10 @@
 //! credit memos read-only for it; gift cards and store credit as ledgers that never go
 //! negative; `omsc returns`.
 
-use omsc::simulate::orders;
 use protocol::postsales::methods;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use simulate::orders;
 use tokio_postgres::error::SqlState;
 
 use crate::helpers::{PATIENCE, TestEnv, binary, wait_until};
@@ -162,7 +162,7 @@ async fn only_shipped_lines_can_be_returned_and_the_storefront_learns_why_at_com
         l.line_id == "1" || l.line_id == "2-1"
     })
     .await;
-    let request = |id: &str, lines: &[(&str, &str)]| omsc::returns::ReturnRequest {
+    let request = |id: &str, lines: &[(&str, &str)]| postsales::storefront::ReturnRequest {
         id: id.into(),
         order_id: "ONLY-1".into(),
         requested_at: None,
@@ -173,7 +173,7 @@ async fn only_shipped_lines_can_be_returned_and_the_storefront_learns_why_at_com
         attributes: Vec::new(),
         lines: lines
             .iter()
-            .map(|(line, reason)| omsc::returns::ReturnLineRequest {
+            .map(|(line, reason)| postsales::storefront::ReturnLineRequest {
                 line_id: (*line).into(),
                 reason: (*reason).into(),
                 reason_description: String::new(),
@@ -190,18 +190,20 @@ async fn only_shipped_lines_can_be_returned_and_the_storefront_learns_why_at_com
         (request("R-3", &[("1", "")]), "line 1 has no reason"),
     ];
     for (r, expected) in &refused {
-        let error = omsc::returns::request(&env.db, r).await.unwrap_err();
+        let error = postsales::storefront::request(&env.db, r)
+            .await
+            .unwrap_err();
         assert!(refusal(&error).contains(expected), "{}", refusal(&error));
     }
-    let unknown = omsc::returns::request(&env.db, &request("R-4", &[("9", "DAMAGED")]))
+    let unknown = postsales::storefront::request(&env.db, &request("R-4", &[("9", "DAMAGED")]))
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Some(&SqlState::FOREIGN_KEY_VIOLATION));
 
-    omsc::returns::request(&env.db, &request("R-5", &[("1", "DAMAGED")]))
+    postsales::storefront::request(&env.db, &request("R-5", &[("1", "DAMAGED")]))
         .await
         .unwrap();
-    let twice = omsc::returns::request(&env.db, &request("R-6", &[("1", "DAMAGED")]))
+    let twice = postsales::storefront::request(&env.db, &request("R-6", &[("1", "DAMAGED")]))
         .await
         .unwrap_err();
     assert!(
@@ -246,8 +248,10 @@ async fn returns_refunds_and_credit_memos_are_read_only_for_everyone_but_the_con
     let env = TestEnv::new().await;
     let order = paid_order("RO-1", Some("C-1"), d(0), d(0));
     placed_and_shipped_where(&env, std::slice::from_ref(&order), |_| true).await;
-    let r = omsc::simulate::postsales::SimReturn::new(&order, "R-RO-1", &["1"]);
-    omsc::returns::request(&env.db, &r.request()).await.unwrap();
+    let r = simulate::postsales::SimReturn::new(&order, "R-RO-1", &["1"]);
+    postsales::storefront::request(&env.db, &r.request())
+        .await
+        .unwrap();
     let refused = [
         "UPDATE postsales_returns SET state = 'closed'",
         "UPDATE postsales_returns SET tracking_number = 'X'",

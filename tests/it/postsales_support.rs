@@ -4,9 +4,9 @@
 //! between runs.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use omsc::simulate::orders::{SimOrder, order_rows, simple_item};
-use omsc::simulate::publish::OmsPublisher;
 use rust_decimal::Decimal;
+use simulate::orders::{SimOrder, order_rows, simple_item};
+use simulate::publish::OmsPublisher;
 
 use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, Worker, amqp, wait_until};
 use crate::sales_support::place_all;

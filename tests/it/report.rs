@@ -421,11 +421,7 @@ async fn the_report_shows_a_workers_real_traffic_as_a_table_and_as_json() {
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::http::free_address().unwrap().port()
 }
 
 #[tokio::test]

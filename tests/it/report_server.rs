@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 
 use chrono::TimeDelta;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{TestEnv, binary};
 
@@ -14,17 +13,9 @@ const TOKEN: &str = "s3cret-Token";
 /// A GET with extra headers: the status and the response head (header lines, lower-cased
 /// names) and body.
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
+    let text = test_support::http::response(addr, path, headers)
+        .await
+        .expect("the report server answers");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()

@@ -2,11 +2,11 @@
 //! captures, real payloads, other sales channels, updates that race their order.
 
 use chrono::{Duration, TimeZone, Utc};
-use omsc::simulate::orders::{
-    self, LineState, OmsMessage, OrdersSpec, SimOrder, deliveries, order_rows, simple_item,
-};
 use rust_decimal::Decimal;
 use serde_json::json;
+use simulate::orders::{
+    self, LineState, OmsMessage, OrdersSpec, SimOrder, deliveries, order_rows, simple_item,
+};
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
 use crate::sales_support::{

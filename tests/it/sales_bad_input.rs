@@ -2,10 +2,10 @@
 //! on, and the messages around it are applied as if it were not there.
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::orders::{SimOrder, order_rows, simple_item};
 use protocol::sales::methods;
 use rust_decimal::Decimal;
 use serde_json::json;
+use simulate::orders::{SimOrder, order_rows, simple_item};
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
 use crate::sales_support::{OmsInbox, oms_publisher, outcomes, place_all, wait_exported};

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use omsc::simulate::orders::{self, OrdersSpec};
 use protocol::sales::methods;
 use serde_json::Value;
+use simulate::orders::{self, OrdersSpec};
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};
 use crate::sales_support::{OmsInbox, place_all, start_sales, wait_exported};

@@ -5,8 +5,8 @@
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use omsc::simulate::orders::{self, OmsMessage, SimOrder};
-use omsc::simulate::publish::OmsPublisher;
+use simulate::orders::{self, OmsMessage, SimOrder};
+use simulate::publish::OmsPublisher;
 
 use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, Worker, amqp, wait_until};
 

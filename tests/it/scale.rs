@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use lapin::options::BasicAckOptions;
-use omsc::fleet::Fleet;
-use omsc::scale::{self, Arrival, Load, Target};
-use omsc::simulate::orders::{self, OmsMessage, OrdersSpec, deliveries};
-use omsc::simulate::postsales::refund;
-use omsc::simulate::stock::StormSpec;
 use rust_decimal::Decimal;
+use simulate::orders::{self, OmsMessage, OrdersSpec, deliveries};
+use simulate::postsales::refund;
+use simulate::stock::StormSpec;
+use test_support::fleet::Fleet;
+use test_support::scale::{self, Arrival, Load, Target};
 
 use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, binary, wait_until};
 use crate::postsales_support::{

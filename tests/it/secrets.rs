@@ -73,11 +73,7 @@ fn encode(text: &str, reserved: &[char]) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::http::free_address().unwrap().port()
 }
 
 #[tokio::test]

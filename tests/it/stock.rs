@@ -2,10 +2,10 @@
 //! format, consumed by real workers, checked in `stock_items`.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use omsc::simulate::stock::{Storm, StormSpec};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
+use simulate::stock::{Storm, StormSpec};
 use stock_filter::Model;
 
 use crate::helpers::{PATIENCE, TestEnv, wait_until};

@@ -55,11 +55,7 @@ fn scratch_dir(label: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::http::free_address().unwrap().port()
 }
 
 /// A PostgreSQL server of the test's own, with TLS on: initdb'd into a temporary directory,
@@ -327,7 +323,7 @@ async fn the_broker_over_tls_works_with_the_ca_and_is_refused_without_it() {
         .start_worker_with(&[&format!("--amqp-url={trusted}")])
         .await;
     let publisher = env.publisher().await;
-    let body = omsc::simulate::stock::encode(
+    let body = simulate::stock::encode(
         &protocol::inventory::StockSnapshot {
             scope: protocol::inventory::StockScope::Aggregate,
             scope_id: "EU".into(),

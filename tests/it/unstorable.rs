@@ -22,7 +22,7 @@ async fn expect_refused_at_once(
     env: &TestEnv,
     worker: &Worker,
     module: &str,
-    publisher: &omsc::simulate::publish::OmsPublisher,
+    publisher: &simulate::publish::OmsPublisher,
     bad: &[(&str, Vec<u8>, &str)],
 ) -> Vec<DeadLetter> {
     let messages = bad

@@ -9,8 +9,8 @@ mod helpers;
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use omsc::simulate::stock::{Storm, StormSpec};
 use protocol::inventory::StockScope;
+use simulate::stock::{Storm, StormSpec};
 use stock_filter::Model;
 
 use helpers::{PATIENCE, TestEnv, http_get, wait_until};
@@ -30,11 +30,7 @@ fn storm(seed: u64) -> Storm {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::http::free_address().unwrap().port()
 }
 
 fn run(program: &str, args: &[&str]) {

@@ -1,13 +1,15 @@
 //! omsc: the operator's command line.
 
 mod aggregates;
-mod bench_cmd;
 mod catalog_export;
 mod dead_letters;
 mod outbox_cmd;
 mod registration;
 mod returns_cmd;
 mod settings;
+// Only in a build with the `simulate` feature: production builds (the image) carry no
+// traffic generator (docs/ARCHITECTURE.md, "Invariants").
+#[cfg(feature = "simulate")]
 mod simulate_cmd;
 mod sources_cmd;
 mod status;
@@ -42,8 +44,6 @@ enum Command {
         #[command(subcommand)]
         command: aggregates::Command,
     },
-    /// Measure the connector against the machine's ceilings (writes docs/benchmarks.md).
-    Bench(bench_cmd::BenchArgs),
     /// The system report: per endpoint, messages, failures and processing times; as a
     /// table, as JSON (`--json`) or as a web page with charts (`--serve`).
     Report {
@@ -52,6 +52,7 @@ enum Command {
         #[command(flatten)]
         args: omsc::report::ReportArgs,
     },
+    #[cfg(feature = "simulate")]
     /// Publish realistic OMS traffic (for demos and load tests) and verify the end state.
     Simulate {
         #[command(subcommand)]
@@ -271,12 +272,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Returns { db, command } => returns_cmd::run(&db.database_url, command).await,
+        #[cfg(feature = "simulate")]
         Command::Simulate { command } => simulate_cmd::run(command).await,
         Command::Topology { command } => {
             let queues: Vec<_> = ALL_MODULES.iter().map(|m| m.queue()).collect();
             topology_cmd::run(command, &queues)
         }
-        Command::Bench(args) => bench_cmd::run(args).await,
         Command::DeadLetters {
             db,
             broker,

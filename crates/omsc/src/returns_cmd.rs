@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use comfy_table::Table;
-use omsc::returns::{self, ReturnLineRequest, ReturnRequest};
+use postsales::storefront::{self as returns, ReturnLineRequest, ReturnRequest};
 
 #[derive(Subcommand)]
 pub enum Command {

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use omsc::simulate::publish::OmsPublisher;
-use omsc::simulate::stock::{self, Storm, StormSpec};
 use protocol::inventory::StockScope;
+use simulate::publish::OmsPublisher;
+use simulate::stock::{self, Storm, StormSpec};
 use stock_filter::Model;
 
 #[derive(Subcommand)]

@@ -13,6 +13,7 @@ pub mod relay;
 pub mod returns;
 pub mod status;
 pub mod store_credit;
+pub mod storefront;
 
 use runtime::{QueueSpec, Runtime};
 

@@ -10,7 +10,7 @@ use protocol::catalog::{EXPORT_CHUNK_SIZE, ExportFull, methods as catalog_method
 
 use super::connector::{http_status, scrape};
 use super::support::{self, Scratch};
-use crate::simulate::orders::{self, OrdersSpec};
+use simulate::orders::{self, OrdersSpec};
 
 /// How long any of these scenarios may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(900);

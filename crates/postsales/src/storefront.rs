@@ -1,5 +1,6 @@
 //! Requesting a return as a storefront does, and listing returns: what `omsc returns` and
-//! the simulator share.
+//! the simulator share. It lives in the post-sales module because the module holds the SQL
+//! of its own tables; the module's workers never call it.
 //!
 //! A return is requested by writing every row of it in one transaction; at `COMMIT` the
 //! database checks that every line has shipped and is in no other open return, and queues

@@ -1,12 +1,16 @@
-//! `omsc bench`: see `omsc::bench`.
+//! `omsc-bench`: see the `bench` library. A binary of its own, beside the workers in the
+//! target directory but not in the image: it starts `omsc-inventory` and the others as
+//! processes and measures them, which no production deployment wants.
 
 use std::path::PathBuf;
 
-use clap::Args;
-use omsc::bench::{self, Setup, Sizes};
+use bench::{Setup, Sizes};
+use clap::Parser;
 
-#[derive(Args)]
-pub struct BenchArgs {
+/// Measure the connector against the machine's ceilings (writes docs/benchmarks.md).
+#[derive(Parser)]
+#[command(name = "omsc-bench", version)]
+struct BenchArgs {
     /// A short run (small sizes) for smoke tests.
     #[arg(long)]
     quick: bool,
@@ -44,7 +48,9 @@ pub struct BenchArgs {
     database_server: String,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = BenchArgs::parse();
     let worker = match args.worker {
         Some(w) => w,
         None => std::env::current_exe()?

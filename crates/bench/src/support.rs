@@ -10,8 +10,8 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use tokio::process::{Child, Command};
 
-use crate::simulate::publish::OmsPublisher;
-use crate::simulate::stock;
+use simulate::publish::OmsPublisher;
+use simulate::stock;
 
 /// A database and a queue prefix of one scenario; dropped at the end.
 pub struct Scratch {
@@ -149,41 +149,11 @@ pub async fn stop(mut worker: Child) -> anyhow::Result<()> {
 
 /// A free local port for a worker's HTTP server.
 pub fn free_address() -> anyhow::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
+    Ok(test_support::http::free_address()?.to_string())
 }
 
-/// Waits until `condition` holds, polling every `every`; fails after `timeout`.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    every: Duration,
-    timeout: Duration,
-    mut condition: F,
-) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await? {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// Peak resident memory of a process so far (VmHWM), in bytes.
-pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use test_support::process::peak_rss;
+pub use test_support::wait::try_wait_until as wait_until;
 
 pub fn sku(i: usize) -> String {
     stock::sku_name(i)

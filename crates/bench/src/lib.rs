@@ -1,4 +1,4 @@
-//! `omsc bench`: the connector measured against the machine's own ceilings, in one run.
+//! `omsc-bench`: the connector measured against the machine's own ceilings, in one run.
 //!
 //! Every scenario gets its own database and queue prefix. The connector is the shipped
 //! `omsc-inventory` binary in its own process, fed by the simulator in the real wire format;

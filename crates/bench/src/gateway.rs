@@ -29,8 +29,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::TcpStream;
 
 use super::support::{self, Scratch};
-use crate::simulate::publish::OmsPublisher;
-use crate::simulate::stock;
+use simulate::publish::OmsPublisher;
+use simulate::stock;
 
 /// Concurrent connections of the inbound throughput trial.
 const CONNECTIONS: usize = 64;

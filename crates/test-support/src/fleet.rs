@@ -9,8 +9,11 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+use crate::http::{self, free_address};
+use crate::process::{cpu_secs, peak_rss};
+use crate::wait::{EVERY, try_wait_until};
 
 /// How long a replica may take to become ready, or to exit after SIGTERM.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -171,74 +174,29 @@ async fn figures(replica: &Replica) -> ReplicaFigures {
 
 /// Waits until a worker's `/readyz` answers 200.
 pub async fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if http_get(http, "/readyz")
-            .await
-            .is_some_and(|(status, _)| status == 200)
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the worker on {http} was not ready within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    try_wait_until(
+        &format!("the worker on {http} to be ready"),
+        EVERY,
+        PATIENCE,
+        || async { Ok(probe(http, "/readyz").await.0 == 200) },
+    )
+    .await
 }
 
-/// `omsc_messages_total` of a worker, every label summed.
+/// `omsc_messages_total` of a worker, every label summed; `None` when it does not answer.
 pub async fn messages_handled(http: SocketAddr) -> Option<f64> {
-    let (_, body) = http_get(http, "/metrics").await?;
-    Some(
+    let (status, body) = probe(http, "/metrics").await;
+    (status != 0).then(|| {
         body.lines()
             .filter(|l| l.starts_with("omsc_messages_total{"))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum(),
-    )
+            .sum()
+    })
 }
 
-/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
-    // Linux reports these in USER_HZ, 100 on every architecture the project runs on.
-    const TICKS_PER_SEC: f64 = 100.0;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: fields follow the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    Some((ticks(11)? + ticks(12)?) / TICKS_PER_SEC)
-}
-
-/// Peak resident memory of a process so far (VmHWM), in bytes.
-pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// A free local address for a worker's HTTP server.
-fn free_address() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-/// A minimal HTTP/1.1 GET: status and body, or nothing if the worker does not answer.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-        Some((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+/// A GET that gives up after 5 s: a replica that hangs must not hang the run.
+async fn probe(http: SocketAddr, path: &str) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(5), http::get(http, path))
         .await
-        .ok()
-        .flatten()
+        .unwrap_or_default()
 }

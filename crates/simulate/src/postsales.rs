@@ -11,8 +11,8 @@ use rust_decimal::Decimal;
 use sales::export::ExportedLine;
 use serde_json::{Value, json};
 
-use crate::returns::{ReturnLineRequest, ReturnRequest};
-use crate::simulate::orders::{OmsMessage, SimOrder};
+use crate::orders::{OmsMessage, SimOrder};
+use postsales::storefront::{ReturnLineRequest, ReturnRequest};
 
 /// A return of some shipped lines of an order, and the refund that follows it.
 #[derive(Debug, Clone)]
@@ -242,7 +242,7 @@ fn envelope(method: &'static str, id: String, params: Value) -> OmsMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::orders::{OrdersSpec, generate};
+    use crate::orders::{OrdersSpec, generate};
 
     fn a_return() -> SimReturn {
         let order = generate(&OrdersSpec {

@@ -21,8 +21,8 @@ use protocol::inventory::{StockScope, StockSnapshot};
 use stock_filter::Model;
 
 use crate::fleet::{Fleet, ReplicaFigures, Stopped};
-use crate::simulate::publish::OmsPublisher;
-use crate::simulate::stock::{self, Storm, StormSpec};
+use simulate::publish::OmsPublisher;
+use simulate::stock::{self, Storm, StormSpec};
 
 /// Where the fleet runs: a migrated database, a broker, a queue prefix, the worker binary.
 #[derive(Debug, Clone)]

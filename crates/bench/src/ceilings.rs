@@ -31,8 +31,7 @@ pub async fn broker(setup: &super::Setup) -> anyhow::Result<BrokerCeiling> {
     let per_trial = setup.sizes.delta_messages;
     let at = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
     let body_bytes =
-        crate::simulate::stock::encode(&support::delta("EU", support::sku(1), 7, at), "bench-0")
-            .len();
+        simulate::stock::encode(&support::delta("EU", support::sku(1), 7, at), "bench-0").len();
     let mut trials = Vec::new();
     let mut publish_secs = 0.0;
     for (prefetch, ack_every) in trials_config {

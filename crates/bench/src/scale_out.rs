@@ -1,4 +1,4 @@
-//! `omsc bench --scale-out`: the scale-out runs of [`crate::scale`] on the shipped binaries,
+//! `omsc-bench --scale-out`: the scale-out runs of [`test_support::scale`] on the shipped binaries,
 //! with their figures: throughput of one replica and of several on the same queue, what each
 //! replica used (messages, CPU, memory), and a rolling restart under load. Writes
 //! docs/scale-out.md (`make scale-out`).
@@ -9,9 +9,9 @@ use chrono::{TimeZone, Utc};
 use protocol::inventory::StockScope;
 
 use super::support::Scratch;
-use crate::fleet::ReplicaFigures;
-use crate::scale::{self, Arrival, Drain, Load, Rolling, Target};
-use crate::simulate::stock::StormSpec;
+use simulate::stock::StormSpec;
+use test_support::fleet::ReplicaFigures;
+use test_support::scale::{self, Arrival, Drain, Load, Rolling, Target};
 
 /// A load and what the runs measured under it.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use protocol::inventory::StockScope;
 use stock_filter::Model;
 
 use super::support::{self, Scratch};
-use crate::simulate::stock::{self, Storm, StormSpec};
+use simulate::stock::{self, Storm, StormSpec};
 
 /// How long any scenario may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(600);
@@ -528,23 +528,15 @@ async fn commit_floor(client: &tokio_postgres::Client) -> anyhow::Result<(f64, f
     ))
 }
 
-pub(super) async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.ok()?;
-    Some(String::from_utf8_lossy(&response).into_owned())
+/// The status of a GET; `None` when nothing answers.
+pub(super) async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    Some(test_support::http::get(addr, path).await.0).filter(|&status| status != 0)
 }
 
-pub(super) async fn http_status(addr: &str, path: &str) -> Option<u16> {
-    http_get(addr, path)
-        .await?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// The body of a GET; `None` when nothing answers.
+pub(super) async fn http_get(addr: &str, path: &str) -> Option<String> {
+    let (status, body) = test_support::http::get(addr, path).await;
+    (status != 0).then_some(body)
 }
 
 /// The first sample of a metric, summed over its series.
