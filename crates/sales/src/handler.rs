@@ -138,6 +138,20 @@ impl Handler for SalesHandler {
         tx: &'a Transaction<'a>,
         batch: &'a [&'a SalesMessage],
     ) -> Result<Vec<Outcome>, ApplyError> {
+        Ok(crate::batch::apply(tx, &self.channel, batch).await?)
+    }
+}
+
+impl SalesHandler {
+    /// Applies a batch one message after another, each with its own statements (about three
+    /// round trips a message): the model [`Handler::apply`] is checked against. The batch
+    /// path decides every message with the same rules in memory and writes once; both give
+    /// the same outcomes and the same rows.
+    pub async fn apply_one_by_one(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &[&SalesMessage],
+    ) -> Result<Vec<Outcome>, ApplyError> {
         let mut ids: Vec<&str> = batch.iter().map(|m| m.order_id()).collect();
         ids.sort_unstable();
         ids.dedup();

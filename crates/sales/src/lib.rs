@@ -3,6 +3,7 @@
 //! custom attributes, shipments with their tracking, and captures as invoices.
 
 pub mod apply;
+mod batch;
 pub mod export;
 mod handler;
 pub mod relay;
