@@ -41,6 +41,7 @@ mod report;
 mod report_server;
 mod sales;
 mod sales_bad_input;
+mod sales_batch;
 mod sales_export;
 mod sales_support;
 mod scale;
