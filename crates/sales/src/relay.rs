@@ -10,6 +10,8 @@
 //! connector may change once the order is placed, and a request is never changed once made,
 //! so a resend also carries the same content.
 
+use std::collections::HashMap;
+
 use protocol::OutgoingEnvelope;
 use protocol::outbound::format_datetime;
 use protocol::sales::{
@@ -47,13 +49,47 @@ const COMMENT: &str = "
       FROM sales_order_comments c JOIN sales_orders o ON o.id = c.order_id
      WHERE c.order_id = $1 AND c.id = $2";
 
+/// The exports of the orders a round claimed, at most: read together when the round's first
+/// export is built.
+const ROUND_EXPORTS: i64 = 500;
+
+/// The order exports claimed and due, from the row being built on (the relay builds a round's
+/// rows in id order): the rest of the round, and perhaps rows another replica claimed, whose
+/// exports are then built for nothing but harmlessly (they are keyed by their claim).
+const CLAIMED_EXPORTS: &str = "
+    SELECT id, attempts, subject FROM outbox
+     WHERE module = 'sales' AND topic = 'order.create' AND sent_at IS NULL AND failed_at IS NULL
+       AND claimed_until > now() AND id >= $1
+     ORDER BY id LIMIT $2";
+
 pub struct SalesOutbox {
     channel: SalesChannel,
+    ahead: std::sync::Mutex<Round>,
+}
+
+/// What the round's first export built for the others.
+#[derive(Default)]
+struct Round {
+    /// The exports built ahead, by claim (the row's id and attempt, which every claim
+    /// raises, so an entry never serves a later claim of its row).
+    built: HashMap<(i64, i32), Ahead>,
+    /// Rows up to this id are built alone: building them ahead failed.
+    alone_through: i64,
+}
+
+/// An export built ahead of its row's turn.
+enum Ahead {
+    Message(Outgoing),
+    Nothing,
+    Invalid(String),
 }
 
 impl SalesOutbox {
     pub fn new(channel: SalesChannel) -> Self {
-        Self { channel }
+        Self {
+            channel,
+            ahead: std::sync::Mutex::new(Round::default()),
+        }
     }
 }
 
@@ -68,7 +104,7 @@ impl OutboxHandler for SalesOutbox {
         row: &'a OutboxRow,
     ) -> Result<Built, BuildError> {
         match row.topic.as_str() {
-            topics::ORDER_CREATE => self.build_create(client, &row.subject).await,
+            topics::ORDER_CREATE => self.build_create(client, row).await,
             topics::ORDER_CANCEL => self.build_cancel(client, &row.subject).await,
             topics::ORDER_CANCEL_LINE => self.build_cancel_line(client, row).await,
             topics::ORDER_COMMENT => self.build_comment(client, row).await,
@@ -80,7 +116,111 @@ impl OutboxHandler for SalesOutbox {
 }
 
 impl SalesOutbox {
+    /// An order's export. The first of a round reads every export the round claimed at once
+    /// (one query per table for all of them, [`export::load_orders`]) and keeps their lines
+    /// in two statements; the others take theirs from what it built.
     async fn build_create(
+        &self,
+        client: &deadpool_postgres::Client,
+        row: &OutboxRow,
+    ) -> Result<Built, BuildError> {
+        if let Some(built) = self.take_ahead(row) {
+            return built;
+        }
+        let alone = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alone_through
+            >= row.id;
+        if !alone {
+            self.build_ahead(client, row).await?;
+            if let Some(built) = self.take_ahead(row) {
+                return built;
+            }
+        }
+        self.build_create_alone(client, &row.subject).await
+    }
+
+    fn take_ahead(&self, row: &OutboxRow) -> Option<Result<Built, BuildError>> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        Some(match ahead.built.remove(&(row.id, row.attempts))? {
+            Ahead::Message(outgoing) => Ok(Built::Message(outgoing)),
+            Ahead::Nothing => Ok(Built::Nothing),
+            Ahead::Invalid(reason) => Err(BuildError::Invalid(reason)),
+        })
+    }
+
+    /// Builds the exports of the claimed rows from `row` on and keeps their lines. When the
+    /// lines cannot be kept together, nothing is kept ahead and each row is built alone, so
+    /// one order's failure stays its own.
+    async fn build_ahead(
+        &self,
+        client: &deadpool_postgres::Client,
+        row: &OutboxRow,
+    ) -> Result<(), BuildError> {
+        let claimed = client.prepare_cached(CLAIMED_EXPORTS).await?;
+        let claims: Vec<(i64, i32, String)> = client
+            .query(&claimed, &[&row.id, &ROUND_EXPORTS])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let mut ids: Vec<&str> = claims.iter().map(|(_, _, s)| s.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows = export::load_orders(client, &ids).await?;
+        let mut built = HashMap::with_capacity(claims.len());
+        let mut exports = Vec::new();
+        for (id, attempts, order_id) in &claims {
+            let ahead = match rows.remove(order_id.as_str()) {
+                None => Ahead::Nothing,
+                Some(rows) => match self.export(order_id, &rows) {
+                    Ok((outgoing, lines)) => {
+                        exports.push((order_id.as_str(), lines));
+                        Ahead::Message(outgoing)
+                    }
+                    Err(reason) => Ahead::Invalid(reason),
+                },
+            };
+            built.insert((*id, *attempts), ahead);
+        }
+        let lines: Vec<(&str, &[export::ExportedLine])> =
+            exports.iter().map(|(o, l)| (*o, l.as_slice())).collect();
+        let kept = export::save_lines_of(client, &lines).await;
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        // What an earlier round left (rows another replica claimed) goes.
+        match kept {
+            Ok(()) => ahead.built = built,
+            Err(e) => {
+                tracing::warn!(error = %e, rows = claims.len(), "keeping the lines of a round of exports failed; building each alone");
+                ahead.built.clear();
+                ahead.alone_through = claims.last().map_or(row.id, |(id, _, _)| *id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The export of one order from its rows, with the lines to keep before it leaves.
+    fn export(
+        &self,
+        order_id: &str,
+        rows: &export::OrderRows,
+    ) -> Result<(Outgoing, Vec<export::ExportedLine>), String> {
+        let mut export = export::build(rows).map_err(|e| e.0)?;
+        // The order's `store` is the channel the OMS files it under, and names it in every
+        // message about it.
+        export.params.order.store = self.channel.of_order(&rows.order.store).to_owned();
+        let outgoing = Outgoing {
+            method: methods::CREATE.into(),
+            message_id: create_message_id(order_id),
+            body: OutgoingEnvelope::new(Some(order_id), methods::CREATE, &export.params).to_vec(),
+        };
+        Ok((outgoing, export.lines))
+    }
+
+    /// An order's export read and built on its own.
+    async fn build_create_alone(
         &self,
         client: &deadpool_postgres::Client,
         order_id: &str,
@@ -88,16 +228,9 @@ impl SalesOutbox {
         let Some(rows) = export::load_order(client, order_id).await? else {
             return Ok(Built::Nothing);
         };
-        let mut export = export::build(&rows).map_err(|e| BuildError::Invalid(e.0))?;
-        // The order's `store` is the channel the OMS files it under, and names it in every
-        // message about it.
-        export.params.order.store = self.channel.of_order(&rows.order.store).to_owned();
-        export::save_lines(client, order_id, &export.lines).await?;
-        Ok(Built::Message(Outgoing {
-            method: methods::CREATE.into(),
-            message_id: create_message_id(order_id),
-            body: OutgoingEnvelope::new(Some(order_id), methods::CREATE, &export.params).to_vec(),
-        }))
+        let (outgoing, lines) = self.export(order_id, &rows).map_err(BuildError::Invalid)?;
+        export::save_lines(client, order_id, &lines).await?;
+        Ok(Built::Message(outgoing))
     }
 
     async fn build_cancel(

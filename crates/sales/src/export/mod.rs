@@ -28,7 +28,7 @@ use protocol::sales::{
 };
 use rust_decimal::Decimal;
 
-pub use load::{load_order, save_lines};
+pub use load::{load_order, load_orders, save_lines, save_lines_of};
 
 /// The line id of the shipping line.
 pub const SHIPPING_LINE_ID: &str = "SHIPPING";
