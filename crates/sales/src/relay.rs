@@ -49,9 +49,10 @@ const COMMENT: &str = "
       FROM sales_order_comments c JOIN sales_orders o ON o.id = c.order_id
      WHERE c.order_id = $1 AND c.id = $2";
 
-/// The exports of the orders a round claimed, at most: read together when the round's first
-/// export is built.
-const ROUND_EXPORTS: i64 = 500;
+/// The exports read together when a round's first export is built: as many as a relay round
+/// claims, so that the search for claimed rows stops at the round's end rather than reading
+/// every pending row behind it.
+const ROUND_EXPORTS: i64 = 200;
 
 /// The order exports claimed and due, from the row being built on (the relay builds a round's
 /// rows in id order): the rest of the round, and perhaps rows another replica claimed, whose
