@@ -659,7 +659,7 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = omsc::report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1));
+    let app = report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (status, _) = http_get(addr, "/").await;

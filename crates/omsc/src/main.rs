@@ -5,6 +5,7 @@ mod catalog_export;
 mod dead_letters;
 mod outbox_cmd;
 mod registration;
+mod report_cmd;
 mod returns_cmd;
 mod settings;
 // Only in a build with the `simulate` feature: production builds (the image) carry no
@@ -50,7 +51,7 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
-        args: omsc::report::ReportArgs,
+        args: report_cmd::ReportArgs,
     },
     #[cfg(feature = "simulate")]
     /// Publish realistic OMS traffic (for demos and load tests) and verify the end state.
@@ -268,7 +269,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Aggregates { db, command } => aggregates::run(&db.database_url, command).await,
         Command::Report { db, args } => {
             runtime::telemetry::init(runtime::config::LogFormat::Text);
-            omsc::report::run(&db.database_url, args).await
+            report_cmd::run(&db.database_url, args).await
         }
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Returns { db, command } => returns_cmd::run(&db.database_url, command).await,

@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use runtime::stats::gauges;
 use runtime::stats::query::EndpointSeries;
 
-use super::svg::{Chart, Line, Unit};
-use super::{History, Report, format_ago, format_seconds, text};
+use crate::html::esc;
+use crate::svg::{Chart, Line, Unit};
+use crate::{History, Report, format_ago, format_seconds, text};
 
 /// The ranges offered on the page: the last hour by minute, the last day by hour, a week by
 /// hour, 30 days by day.
@@ -389,33 +390,4 @@ fn card(html: &mut String, title: &str, chart: Chart) {
         esc(title),
         chart.render()
     );
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escaping_covers_markup_and_quotes() {
-        assert_eq!(
-            esc(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 }

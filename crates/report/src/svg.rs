@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use runtime::stats::Resolution;
 
-use super::format_seconds;
+use crate::format_seconds;
+use crate::html::esc;
 
 const WIDTH: f64 = 460.0;
 const HEIGHT: f64 = 170.0;
@@ -50,9 +51,9 @@ impl Chart {
         let _ = write!(
             svg,
             r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{}" data-periods="{n}" xmlns="http://www.w3.org/2000/svg">"#,
-            super::page::esc(&self.label)
+            esc(&self.label)
         );
-        let _ = write!(svg, "<title>{}</title>", super::page::esc(&self.label));
+        let _ = write!(svg, "<title>{}</title>", esc(&self.label));
         let top = self
             .lines
             .iter()

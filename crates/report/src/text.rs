@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use comfy_table::{CellAlignment, Table};
 use runtime::stats::gauges;
 
-use super::{Report, format_ago, format_seconds};
+use crate::{Report, format_ago, format_seconds};
 
 /// The columns of the endpoint table.
 pub const COLUMNS: [&str; 11] = [

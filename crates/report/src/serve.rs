@@ -18,7 +18,7 @@ use chrono::{TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use serde::Deserialize;
 
-use super::{History, Report, page, parse_span, text};
+use crate::{History, Report, page, parse_span, text};
 
 #[derive(Clone)]
 struct AppState {
