@@ -817,3 +817,188 @@ async fn outbox_rows_are_reported_as_outbound_with_their_backlog() {
     relay.await.unwrap().unwrap();
     env.teardown().await;
 }
+
+/// An outbox module whose rows can never become a message: the relay gives each up at once.
+struct Unbuildable;
+
+impl runtime::outbox::OutboxHandler for Unbuildable {
+    fn module(&self) -> &'static str {
+        "probe"
+    }
+
+    async fn build<'a>(
+        &'a self,
+        _client: &'a deadpool_postgres::Client,
+        _row: &'a runtime::outbox::OutboxRow,
+    ) -> Result<runtime::outbox::Built, runtime::outbox::BuildError> {
+        Err(runtime::outbox::BuildError::Invalid(
+            "the order has no lines to export".into(),
+        ))
+    }
+}
+
+/// Runs the command a report shows (`omsc …`) against the environment.
+async fn run_shown(env: &TestEnv, command: &str) -> String {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[0], "omsc", "{command}");
+    let output = tokio::process::Command::new(binary("omsc"))
+        .args(&words[1..])
+        .env("DATABASE_URL", &env.database_url)
+        .env("AMQP_URL", crate::helpers::AMQP_URL)
+        .env("OMSC_PREFIX", &env.prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_report_lists_what_needs_a_person_with_the_command_that_settles_it() {
+    let env = TestEnv::new().await;
+    // A dead letter, as a worker stores it.
+    let worker = env.start_worker_with(&["--notify-errors=false"]).await;
+    let publisher = env.publisher().await;
+    publisher
+        .publish_all([(STOCK, bad_snapshot(), "bad".to_owned())], 1)
+        .await
+        .unwrap();
+    let letter = env.expect_dead_letters(1).await.remove(0);
+    worker.stop().await;
+
+    // An outbox row the relay gives up on, and one nobody has sent for two hours.
+    env.db
+        .batch_execute(
+            "SELECT omsc_outbox_add('probe', 'order.create', '000000042');
+             SELECT omsc_outbox_add('idle', 'return.authorize', 'R-7');",
+        )
+        .await
+        .unwrap();
+    let ids = |module: &'static str| {
+        let db = &env.db;
+        async move {
+            db.query_one("SELECT id FROM outbox WHERE module = $1", &[&module])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (failed, stuck) = (ids("probe").await, ids("idle").await);
+    env.db
+        .execute(
+            "UPDATE outbox SET created_at = now() - interval '2 hours' WHERE id = $1",
+            &[&stuck],
+        )
+        .await
+        .unwrap();
+    let (config, _) = env.flags(&[]);
+    let mut app = runtime::Runtime::build(config).await.unwrap();
+    app.add_outbox_relay(Unbuildable);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let relay = tokio::spawn(app.run_until(async move { token.cancelled().await }));
+    wait_until("the relay to give the row up", PATIENCE, || async {
+        env.db
+            .query_one(
+                "SELECT failed_at IS NOT NULL FROM outbox WHERE id = $1",
+                &[&failed],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    })
+    .await;
+    stop.cancel();
+    relay.await.unwrap().unwrap();
+
+    let replay = format!("omsc dead-letters replay {}", letter.id);
+    let retry_failed = format!("omsc outbox retry {failed}");
+    let retry_stuck = format!("omsc outbox retry --state pending {stuck}");
+
+    // The terminal: each row with its reason and its command.
+    let table = run_omsc(&env, &["report"]).await;
+    assert!(table.contains("open dead letters: 1\n"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains(&replay))
+        .unwrap_or_else(|| panic!("no row with {replay}:\n{table}"));
+    let shown_reason: String = letter.reason.chars().take(40).collect();
+    assert!(row.contains(&shown_reason), "{row}");
+    assert!(row.contains("inventory") && row.contains(STOCK), "{row}");
+    assert!(
+        table.contains("failed or stuck outbox rows: 2\n"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains(&retry_failed) && !l.contains("--state"))
+        .unwrap_or_else(|| panic!("no row with {retry_failed}:\n{table}"));
+    for cell in [
+        "order.create",
+        "000000042",
+        "failed",
+        "the order has no lines",
+    ] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains(&retry_stuck))
+        .unwrap_or_else(|| panic!("no row with {retry_stuck}:\n{table}"));
+    for cell in ["return.authorize", "R-7", "stuck", "2h ago"] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&run_omsc(&env, &["report", "--json"]).await).unwrap();
+    assert_eq!(json["attention"]["dead_letters"][0]["command"], replay);
+    assert_eq!(json["attention"]["outbox_total"], 2);
+
+    // The page, in a browser: the same rows and commands.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = report::serve::router(pool(&env), None, TimeDelta::hours(1));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dom = browse(&format!("http://{addr}/"), &["--dump-dom".into()]).await;
+    let row = |marker: String| {
+        let start = dom
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {marker} in the page"));
+        let rest = &dom[start..];
+        rest[..rest.find("</tr>").unwrap()].to_owned()
+    };
+    let letter_row = row(format!(r#"data-dead-letter="{}""#, letter.id));
+    assert!(
+        letter_row.contains(&format!("<code>{replay}</code>")),
+        "{letter_row}"
+    );
+    assert!(letter_row.contains(&shown_reason), "{letter_row}");
+    let failed_row = row(format!(r#"data-outbox-row="{failed}""#));
+    assert!(
+        failed_row.contains(&format!("<code>{retry_failed}</code>"))
+            && failed_row.contains("the order has no lines to export"),
+        "{failed_row}"
+    );
+    let stuck_row = row(format!(r#"data-outbox-row="{stuck}""#));
+    assert!(
+        stuck_row.contains(&format!("<code>{retry_stuck}</code>")),
+        "{stuck_row}"
+    );
+    server.abort();
+
+    // The commands do what the report says: afterwards nothing waits.
+    for command in [&replay, &retry_failed, &retry_stuck] {
+        run_shown(&env, command).await;
+    }
+    let table = run_omsc(&env, &["report"]).await;
+    assert!(table.contains("open dead letters: none"), "{table}");
+    assert!(
+        table.contains("failed or stuck outbox rows: none"),
+        "{table}"
+    );
+    env.teardown().await;
+}

@@ -6,6 +6,7 @@
 //! Everything is read from the statistics the workers flush (`runtime::stats`), so the report
 //! covers every replica of every module, and works while the workers are down.
 
+pub mod attention;
 pub mod html;
 pub mod page;
 pub mod serve;
@@ -22,6 +23,8 @@ use runtime::stats::query::{
 };
 use serde::Serialize;
 
+pub use crate::attention::Attention;
+
 /// What the table and the JSON show.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -37,6 +40,8 @@ pub struct Report {
     /// The connector's registration with the OMS; `None`: not registered (no table, or none
     /// of its rows).
     pub registration: Option<Registration>,
+    /// The open dead letters and the failed or stuck outbox rows, with what settles each.
+    pub attention: Attention,
 }
 
 /// The history the page draws besides the report.
@@ -65,6 +70,9 @@ impl Report {
         let registration = query::registration(client)
             .await
             .context("reading the registration")?;
+        let attention = Attention::load(client, now)
+            .await
+            .context("reading the open dead letters and the failed outbox rows")?;
         Ok(Self {
             generated_at: now,
             since: format_span(since),
@@ -73,6 +81,7 @@ impl Report {
             levels,
             workers,
             registration,
+            attention,
         })
     }
 

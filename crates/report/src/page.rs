@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use runtime::stats::gauges;
 use runtime::stats::query::EndpointSeries;
 
+use crate::attention::{LIST_DEAD_LETTERS, LIST_OUTBOX, SHOWN, STUCK_AFTER};
 use crate::html::esc;
 use crate::svg::{Chart, Line, Unit};
 use crate::{History, Report, format_ago, format_seconds, text};
@@ -38,7 +39,9 @@ main{padding:8px 24px 32px}h2{font-size:16px;margin:24px 0 8px}
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001}
 th,td{padding:5px 10px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 th{background:#eef1f5;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.failing td{background:#fff3f3}.muted{color:#777}.bad{color:#b00020;font-weight:600}.ok{color:#2c7a4b}
+tr.failing td{background:#fff3f3}td.wrap{white-space:normal;min-width:14em;max-width:40em;overflow-wrap:anywhere}
+caption{text-align:left;font-weight:600;padding:4px 0}code{font:12px ui-monospace,monospace;background:#f0f2f5;padding:1px 4px;white-space:nowrap}.muted{color:#777}.bad{color:#b00020;font-weight:600}.ok{color:#2c7a4b}
+.scroll{overflow-x:auto;max-width:100%}.more{margin:4px 0 0}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{background:#fff;box-shadow:0 1px 2px #0001;padding:8px 12px;width:460px}
 .card h3{font-size:13px;margin:0 0 4px;font-weight:600;word-break:break-all}
@@ -78,6 +81,7 @@ pub fn render(report: &Report, history: &History) -> String {
         report.window.from.format("%Y-%m-%d %H:%M")
     );
     modules(&mut html, report);
+    attention(&mut html, report);
     endpoints(&mut html, report);
     module_charts(&mut html, report, history);
     endpoint_charts(&mut html, report, history);
@@ -169,6 +173,115 @@ fn modules(html: &mut String, report: &Report) {
         }
     }
     html.push_str("</div>");
+}
+
+/// The open dead letters and the failed or stuck outbox rows, oldest first, each with the
+/// command that settles it (in `<code>`, to copy); "N more" beyond the listed ones.
+fn attention(html: &mut String, report: &Report) {
+    let a = &report.attention;
+    let now = report.generated_at;
+    let summary = |total: i64| match total {
+        0 => "none".to_owned(),
+        n if n > SHOWN => format!("{n}, the {SHOWN} oldest"),
+        n => n.to_string(),
+    };
+    html.push_str(r#"<h2 id="attention">Waiting for a person</h2>"#);
+    let _ = write!(
+        html,
+        r#"<div class="scroll"><table id="dead-letters"><caption>Open dead letters: <span class="{}">{}</span></caption>"#,
+        if a.dead_letters_total > 0 {
+            "bad"
+        } else {
+            "ok"
+        },
+        summary(a.dead_letters_total)
+    );
+    header(
+        html,
+        &["id", "module", "endpoint", "reason", "dead", "replay with"],
+    );
+    html.push_str("<tbody>");
+    if a.dead_letters.is_empty() {
+        html.push_str(r#"<tr><td colspan="6" class="muted">none</td></tr>"#);
+    }
+    for l in &a.dead_letters {
+        let _ = write!(
+            html,
+            r#"<tr data-dead-letter="{id}"><td class="n">{id}</td><td>{}</td><td>{}</td><td class="wrap">{}</td><td>{}</td><td><code>{}</code></td></tr>"#,
+            esc(l.module.as_deref().unwrap_or(&l.queue)),
+            esc(l.endpoint.as_deref().unwrap_or("-")),
+            esc(&l.reason),
+            format_ago(l.dead_at, now),
+            esc(&l.command),
+            id = l.id,
+        );
+    }
+    html.push_str("</tbody></table></div>");
+    if a.more_dead_letters() > 0 {
+        let _ = write!(
+            html,
+            r#"<p class="more">… and {} more: <code>{LIST_DEAD_LETTERS}</code></p>"#,
+            a.more_dead_letters()
+        );
+    }
+    let _ = write!(
+        html,
+        r#"<div class="scroll"><table id="outbox-attention"><caption>Outbox rows failed, or pending for over {} h: <span class="{}">{}</span></caption>"#,
+        STUCK_AFTER.num_hours(),
+        if a.outbox_total > 0 { "bad" } else { "ok" },
+        summary(a.outbox_total)
+    );
+    header(
+        html,
+        &[
+            "id",
+            "module",
+            "method",
+            "subject",
+            "state",
+            "attempts",
+            "last error",
+            "created",
+            "retry with",
+        ],
+    );
+    html.push_str("<tbody>");
+    if a.outbox.is_empty() {
+        html.push_str(r#"<tr><td colspan="9" class="muted">none</td></tr>"#);
+    }
+    for r in &a.outbox {
+        let _ = write!(
+            html,
+            r#"<tr data-outbox-row="{id}"><td class="n">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td><td class="wrap">{}</td><td>{}</td><td><code>{}</code></td></tr>"#,
+            esc(&r.module),
+            esc(&r.method),
+            esc(&r.subject),
+            r.trouble.as_str(),
+            r.attempts,
+            esc(r.last_error.as_deref().unwrap_or("-")),
+            format_ago(r.created_at, now),
+            esc(&r.command),
+            id = r.id,
+        );
+    }
+    html.push_str("</tbody></table></div>");
+    if a.more_outbox() > 0 {
+        let _ = write!(
+            html,
+            r#"<p class="more">… and {} more: <code>{LIST_OUTBOX}</code> (failed), <code>{LIST_OUTBOX} --state pending --older-than 1h</code> (stuck)</p>"#,
+            a.more_outbox()
+        );
+    }
+}
+
+/// A table's header row: every cell a column header (`scope="col"`), so that a screen reader
+/// names the column of each cell it reads.
+fn header(html: &mut String, columns: &[&str]) {
+    html.push_str("<thead><tr>");
+    for column in columns {
+        let _ = write!(html, r#"<th scope="col">{}</th>"#, esc(column));
+    }
+    html.push_str("</tr></thead>");
 }
 
 fn endpoints(html: &mut String, report: &Report) {
