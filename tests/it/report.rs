@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -567,8 +569,24 @@ fn chromium() -> PathBuf {
     path.expect("Chromium is missing: run scripts/browser.sh (make test does)")
 }
 
-/// Runs headless Chromium on `url` with `extra` flags; returns its standard output.
-async fn browse(url: &str, extra: &[String]) -> String {
+/// Headless Chromium on `url` with `extra` flags, killed when dropped, and its profile.
+struct Browser {
+    /// `None` once taken to wait for its output.
+    child: Option<tokio::process::Child>,
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Starts headless Chromium on `url` with `extra` flags.
+fn spawn_browser(url: &str, extra: &[String]) -> Browser {
     let profile = std::env::temp_dir().join(format!(
         "omsc-chromium-{}-{}",
         std::process::id(),
@@ -590,18 +608,95 @@ async fn browse(url: &str, extra: &[String]) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+    Browser {
+        child: Some(command.spawn().unwrap()),
+        profile,
+    }
+}
+
+/// Runs headless Chromium on `url` with `extra` flags; returns its standard output.
+async fn browse(url: &str, extra: &[String]) -> String {
+    let mut browser = spawn_browser(url, extra);
+    let child = browser.child.take().unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
         .expect("Chromium did not finish within 90 s")
         .unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(browser);
     assert!(
         output.status.success(),
         "chromium failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Measures, in the browser, what the page is for a reader: `html` (the report page) served
+/// as it is by a server of this test's, which adds one script at its end (the report's own
+/// server forbids scripts and frames), in a frame `width` px wide (a browser window can be
+/// no narrower than 500 px). Returns what the script found.
+async fn measure_in_browser(html: &str, width: u32) -> serde_json::Value {
+    const MEASURE: &str = r#"<script>(function () {
+  const d = document.documentElement;
+  const r = {inner: innerWidth, scroll: d.scrollWidth};
+  const tables = [...document.querySelectorAll('table')];
+  r.tables = tables.length;
+  r.uncaptioned = tables.filter(t => !t.caption || !t.caption.textContent.trim()).map(t => t.id || '?');
+  const ths = [...document.querySelectorAll('th')];
+  r.headers = ths.length;
+  r.unscoped = ths.filter(h => !['col', 'row'].includes(h.getAttribute('scope'))).map(h => h.textContent);
+  r.charts = 0; r.lines = 0; r.confusable = []; r.unlegended = [];
+  const look = e => { const s = getComputedStyle(e); return s.strokeDasharray + ' ' + s.markerMid; };
+  for (const svg of document.querySelectorAll('svg.chart')) {
+    r.charts++;
+    const looks = new Map();
+    for (const p of svg.querySelectorAll('polyline[data-series]')) looks.set(p.dataset.series, look(p));
+    const seen = new Map();
+    for (const [name, l] of looks) {
+      r.lines++;
+      if (seen.has(l)) r.confusable.push(svg.getAttribute('aria-label') + ': ' + seen.get(l) + ' ~ ' + name);
+      seen.set(l, name);
+      const key = svg.querySelector('g.key[data-legend="' + CSS.escape(name) + '"] polyline');
+      if (!key || look(key) !== l) r.unlegended.push(name);
+    }
+  }
+  const out = parent.document.createElement('pre');
+  out.id = 'measured';
+  out.textContent = JSON.stringify(r);
+  parent.document.body.append(out);
+})();</script>"#;
+    let instrumented = html.replace("</body>", &format!("{MEASURE}</body>"));
+    assert_ne!(instrumented, html, "no </body> in the page");
+    let frame = format!(
+        r#"<!doctype html><html><body style="margin:0"><iframe src="/page" style="width:{width}px;height:900px;border:0"></iframe></body></html>"#
+    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(frame) }),
+        )
+        .route(
+            "/page",
+            axum::routing::get(move || async move { axum::response::Html(instrumented) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dom = browse(
+        &format!("http://{addr}/"),
+        &["--window-size=1000,1000".into(), "--dump-dom".into()],
+    )
+    .await;
+    server.abort();
+    let start = dom
+        .find(r#"<pre id="measured">"#)
+        .unwrap_or_else(|| panic!("the measuring script did not run: {dom}"))
+        + r#"<pre id="measured">"#.len();
+    let end = start + dom[start..].find("</pre>").unwrap();
+    serde_json::from_str(&dom[start..end]).unwrap_or_else(|e| panic!("{e}: {}", &dom[start..end]))
 }
 
 /// The points drawn for `series` in the charts of `html` (every polyline of that series).
@@ -657,9 +752,43 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
     );
     write(&env, &pending, now).await;
 
+    // What waits for a person, with text long enough to test a phone's width.
+    env.db
+        .batch_execute(&format!(
+            "INSERT INTO dead_letters (queue, module, endpoint, reason, headers, body, dead_at,
+                                       fingerprint)
+             VALUES ('connector.inventory', 'inventory', '{STOCK}',
+                     'snapshot: stock[0].quantity is not a number: \"{}\"', '{{}}', '\\x00',
+                     now() - interval '5 minutes', 'f-1');
+             SELECT omsc_outbox_add('sales', 'order.create', '000000042');
+             UPDATE outbox SET failed_at = now(), attempts = 40,
+                               last_error = 'no queue is bound to order.create on commerce.events'
+              WHERE module = 'sales'",
+            "9".repeat(120)
+        ))
+        .await
+        .unwrap();
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1));
+    // Counts the pages served, to see the browser reload one or not.
+    let pages = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&pages);
+    let app = report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1)).layer(
+        axum::middleware::map_response(move |response: axum::response::Response| {
+            let counted = Arc::clone(&counted);
+            async move {
+                let html = response
+                    .headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+                if html {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                response
+            }
+        }),
+    );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (status, _) = http_get(addr, "/").await;
@@ -726,6 +855,76 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
         dom.contains(r#"data-series="dead-letter queue""#),
         "the dead-letter queue is drawn"
     );
+    assert!(
+        dom.contains("omsc dead-letters replay 1") && dom.contains("omsc outbox retry 1"),
+        "what waits for a person is listed with its command"
+    );
+
+    // The refresh: on by default, with a control that pauses it.
+    assert!(
+        dom.contains(r#"<meta http-equiv="refresh" content="60">"#),
+        "the page refreshes itself"
+    );
+    assert!(
+        dom.contains(r#"<a id="refresh" href="?since=1h&amp;refresh=off">pause</a>"#),
+        "a control pauses the refresh"
+    );
+    let paused_url = format!("http://{addr}/?since=1h&refresh=off&token=s3cret");
+    let paused = browse(&paused_url, &["--dump-dom".into()]).await;
+    assert!(paused.contains("refresh paused"), "{paused}");
+    assert!(!paused.contains(r#"http-equiv="refresh""#), "{paused}");
+    for span in ["1h", "1d", "7d", "30d"] {
+        assert!(
+            paused.contains(&format!(r#"href="?since={span}&amp;refresh=off""#)),
+            "moving to {span} keeps the pause"
+        );
+    }
+    assert!(paused.contains(r#"<a id="refresh" href="?since=1h">resume</a>"#));
+    // In the browser's own time, two refresh periods: the paused page is not loaded again,
+    // the page that refreshes is.
+    let before = pages.load(Ordering::SeqCst);
+    browse(
+        &paused_url,
+        &["--virtual-time-budget=130000".into(), "--dump-dom".into()],
+    )
+    .await;
+    assert_eq!(
+        pages.load(Ordering::SeqCst) - before,
+        1,
+        "a paused page stays put"
+    );
+    let before = pages.load(Ordering::SeqCst);
+    let refreshing = spawn_browser(
+        &url,
+        &["--virtual-time-budget=130000".into(), "--dump-dom".into()],
+    );
+    wait_until("the page to reload itself", PATIENCE, || async {
+        pages.load(Ordering::SeqCst) - before >= 2
+    })
+    .await;
+    drop(refreshing);
+
+    // On a phone's width, in the browser: nothing scrolls sideways; every table has a
+    // caption and every header cell a scope; in each chart, no two lines share both dash
+    // pattern and marker, and the legend shows each line's.
+    let (_, page) = http_get_with(addr, "/", &[("Authorization", "Bearer s3cret")]).await;
+    let measured = measure_in_browser(&page, 375).await;
+    assert_eq!(
+        measured["inner"], 375,
+        "the window is a phone's: {measured}"
+    );
+    assert!(
+        measured["scroll"].as_i64().unwrap() <= measured["inner"].as_i64().unwrap(),
+        "the page scrolls sideways at 375 px: {measured}"
+    );
+    assert!(measured["tables"].as_i64().unwrap() >= 5, "{measured}");
+    assert_eq!(measured["uncaptioned"], json!([]), "{measured}");
+    assert!(measured["headers"].as_i64().unwrap() >= 30, "{measured}");
+    assert_eq!(measured["unscoped"], json!([]), "{measured}");
+    assert!(measured["charts"].as_i64().unwrap() >= 5, "{measured}");
+    assert!(measured["lines"].as_i64().unwrap() >= 10, "{measured}");
+    assert_eq!(measured["confusable"], json!([]), "{measured}");
+    assert_eq!(measured["unlegended"], json!([]), "{measured}");
 
     let shots = std::env::temp_dir().join(format!("omsc-report-{}.png", rand::random::<u32>()));
     browse(
