@@ -66,9 +66,12 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
                 }),
         );
         runtime.shared().stats.add_module(outbound::MODULE);
-        let hold = config.hold();
+        let limits = outbound::Limits {
+            hold: config.hold(),
+            concurrent_calls: config.bus_concurrency.max(1),
+        };
         runtime.add_service("gateway outbound", move |shared, shutdown| {
-            outbound::run(shared, client, hold, shutdown)
+            outbound::run(shared, client, limits, shutdown)
         });
     } else {
         tracing::warn!(
