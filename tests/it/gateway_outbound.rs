@@ -227,8 +227,14 @@ async fn a_backlog_of_many_subjects_is_sent_with_a_bounded_number_of_calls_at_on
     wait_taken(&bus, messages.len()).await;
     wait_queue_empty(&env).await;
     let most = bus.most_in_flight();
-    assert!(most <= 4, "{most} calls in flight at once, over the bound of 4");
-    assert!(most >= 2, "the lanes never called side by side (at most {most} at once)");
+    assert!(
+        most <= 4,
+        "{most} calls in flight at once, over the bound of 4"
+    );
+    assert!(
+        most >= 2,
+        "the lanes never called side by side (at most {most} at once)"
+    );
     let mut ids: Vec<String> = taken(&bus).iter().map(Call::id).collect();
     ids.sort();
     ids.dedup();
