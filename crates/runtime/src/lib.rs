@@ -364,7 +364,7 @@ impl Runtime {
         }
         token.cancel();
         tracker.close();
-        let drain = self.shared.config.consume.drain_timeout() + Duration::from_secs(2);
+        let drain = self.shared.config.consume.drain_timeout() + config::STOP_MARGIN;
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
@@ -372,7 +372,7 @@ impl Runtime {
         // ran when the start was refused).
         if refused.is_none() {
             let flush = self.shared.stats.flush(&self.shared.pool);
-            match tokio::time::timeout(Duration::from_secs(5), flush).await {
+            match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "the last statistics could not be written")
