@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Validates what deploy/ gives operators, against schemas and against the code.
 
-- Kubernetes: renders the kustomize base and every overlay with kustomize itself (the
-  pykustomize bindings), validates every object against the Kubernetes schemas of the
+- Kubernetes: renders the kustomize base and every overlay with the kustomize binary
+  (`$KUSTOMIZE`, installed by scripts/deploy-tools.sh), validates every object against the Kubernetes schemas of the
   oldest and newest versions we support (strict: unknown fields fail), and the KEDA objects
   against KEDA's CRD models (unknown fields fail too). Then the rules the connector relies
   on: one Deployment, ScaledObject, PodDisruptionBudget and Service per module of the code,
@@ -17,8 +17,9 @@
   callback URL set, and its secrets only from the Secret.
 - compose.yaml: against the Compose specification's JSON schema, and a worker service per
   module.
-- The Dockerfile: its structure (there is no Docker engine nor hadolint here to build or
-  lint it).
+- The Dockerfile: hadolint lints it (scripts/deploy-check.sh); this checks only what the
+  connector relies on: two stages, no shell in the runtime stage, a locked release build
+  that leaves no binary behind, a numeric non-root user, the metrics port, .dockerignore.
 
 The modules come from deploy/rabbitmq/definitions.json, and the gateway's queue from
 deploy/rabbitmq/gateway-definitions.json, which a test keeps equal to what the workers
@@ -30,8 +31,8 @@ Usage: deploy_check.py [--self-test]    (run by scripts/deploy-check.sh, in .ven
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import os
 import json
 import re
 import subprocess
@@ -40,7 +41,6 @@ import tomllib
 from pathlib import Path
 
 import kubernetes_validate
-import pykustomize
 import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
 
@@ -89,8 +89,11 @@ def workspace_binaries() -> set[str]:
 
 
 def render(kustomization: str) -> list[dict]:
-    result = asyncio.run(pykustomize.build(str(DEPLOY / kustomization)))
-    return [d for d in yaml.safe_load_all(result.yaml) if d]
+    kustomize = os.environ.get("KUSTOMIZE", "kustomize")
+    result = subprocess.run([kustomize, "build", str(DEPLOY / kustomization)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"kustomize build {kustomization} failed:\n{result.stderr}")
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def name_of(doc: dict) -> str:
@@ -519,41 +522,23 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
 def check_dockerfile(text: str, ignore: str, binaries: set[str], problems: Problems) -> None:
     where = "deploy/docker/Dockerfile"
     instructions = dockerfile_instructions(text)
-    known = {"FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "LABEL", "HEALTHCHECK", "STOPSIGNAL", "VOLUME", "SHELL", "ONBUILD"}
-    for keyword, args in instructions:
-        if keyword not in known:
-            problems.add(where, f"unknown instruction {keyword} {args[:40]}")
     stages = []
-    for i, (keyword, args) in enumerate(instructions):
+    for keyword, args in instructions:
         if keyword == "FROM":
             words = args.split()
-            image = words[0]
             alias = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append({"image": image, "alias": alias, "body": []})
-            if ":" not in image.split("/")[-1] and "@" not in image:
-                problems.add(where, f"{image} has no tag")
-            if image.endswith(":latest"):
-                problems.add(where, f"{image}: pin a version, not latest")
+            stages.append({"image": words[0], "alias": alias, "body": []})
         elif stages:
             stages[-1]["body"].append((keyword, args))
-        elif keyword != "ARG":
-            problems.add(where, f"{keyword} before the first FROM")
     if len(stages) < 2:
         problems.add(where, "a multi-stage build: the toolchain stays out of the image")
         return
-    aliases = {s["alias"] for s in stages if s["alias"]}
     final = stages[-1]
     for keyword, args in final["body"]:
         if keyword == "RUN":
             problems.add(where, "the runtime image has no shell: no RUN in the last stage")
-        if keyword == "COPY":
-            source = re.search(r"--from=(\S+)", args)
-            if source and source.group(1) not in aliases:
-                problems.add(where, f"COPY --from={source.group(1)} names no stage")
     for stage in stages:
         for keyword, args in stage["body"]:
-            if keyword == "ADD" and re.search(r"https?://", args):
-                problems.add(where, "ADD of a URL: fetch nothing unverified")
             if keyword == "RUN" and "cargo build" in args and not all(f in args for f in ("--release", "--locked")):
                 problems.add(where, "cargo build --release --locked: the image is built from Cargo.lock")
     users = [args for keyword, args in final["body"] if keyword == "USER"]
@@ -561,9 +546,6 @@ def check_dockerfile(text: str, ignore: str, binaries: set[str], problems: Probl
         problems.add(where, "the last stage must run as a non-root user, by number (runAsNonRoot checks it)")
     if not any(keyword == "EXPOSE" and str(METRICS_PORT) in args.split() for keyword, args in final["body"]):
         problems.add(where, f"EXPOSE {METRICS_PORT} (metrics and probes)")
-    entry = [args for keyword, args in final["body"] if keyword == "ENTRYPOINT"]
-    if not entry or not entry[-1].startswith("["):
-        problems.add(where, "ENTRYPOINT in exec form, so SIGTERM reaches the process")
     copied = " ".join(args for s in stages for k, args in s["body"] if k == "RUN")
     glob = re.search(r"-name '([^']+)'", copied)
     pattern = glob.group(1) if glob else None
