@@ -43,10 +43,11 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/dev", "k8s/overlays/prod", "k8s/overlays/bus"]
+KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/dev", "k8s/overlays/prod", "k8s/overlays/bus", "k8s/overlays/monitored"]
 # The oldest Kubernetes the manifests are for (matchLabelKeys, unhealthyPodEvictionPolicy)
 # and the newest the schemas know: an API removed in between fails here.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -119,19 +120,25 @@ def differences(given, kept, path="") -> list[str]:
     return [] if given == kept and type(given) is type(kept) else [f"{path} = {given!r} is not valid"]
 
 
+# Custom resources, validated against their CRD models (unknown fields fail too).
+CRD_MODELS = {"keda.sh/": ("KEDA", keda), "monitoring.coreos.com/": ("Prometheus Operator", prometheus_operator)}
+
+
 def check_schema(doc: dict, where: str, problems: Problems) -> None:
-    if doc.get("apiVersion", "").startswith("keda.sh/"):
-        model = getattr(keda, doc.get("kind", ""), None)
+    for group, (owner, models) in CRD_MODELS.items():
+        if not doc.get("apiVersion", "").startswith(group):
+            continue
+        model = getattr(models, doc.get("kind", ""), None)
         if model is None:
-            problems.add(where, f"no KEDA model for {doc.get('kind')}")
+            problems.add(where, f"no {owner} model for {doc.get('kind')}")
             return
         try:
             kept = model.model_validate(doc).model_dump(by_alias=True, exclude_unset=True, mode="json")
         except Exception as e:  # pydantic's ValidationError, with every field it refused
-            problems.add(where, f"not a valid KEDA {doc['kind']}: {e}")
+            problems.add(where, f"not a valid {owner} {doc['kind']}: {e}")
             return
         for difference in differences(doc, kept):
-            problems.add(where, f"KEDA {doc['kind']}: {difference}")
+            problems.add(where, f"{owner} {doc['kind']}: {difference}")
         return
     for version in KUBERNETES_VERSIONS:
         try:
@@ -159,6 +166,25 @@ def gateway_port(container: dict) -> int:
         return -1
 
 
+def check_pod_monitors(monitors: list[dict], deployments: dict[str, dict], here: str, problems: Problems) -> None:
+    """A PodMonitor selects every worker pod and scrapes a port each of them names."""
+    for monitor in monitors:
+        where = f"{here} PodMonitor/{monitor['metadata']['name']}"
+        wanted = monitor["spec"].get("selector", {}).get("matchLabels", {})
+        for name, deployment in deployments.items():
+            template = deployment["spec"]["template"]
+            labels = template["metadata"].get("labels", {})
+            if any(labels.get(k) != v for k, v in wanted.items()):
+                problems.add(where, f"its selector misses the pods of Deployment {name}")
+                continue
+            ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
+            for endpoint in monitor["spec"].get("podMetricsEndpoints", []):
+                if endpoint.get("port") not in ports:
+                    problems.add(where, f"scrapes port {endpoint.get('port')!r}, which the pods of {name} do not name")
+                if endpoint.get("path", "/metrics") != "/metrics":
+                    problems.add(where, f"scrapes {endpoint.get('path')}, not /metrics")
+
+
 def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], binaries: set[str], problems: Problems,
                 gateway: dict[str, str] | None = None) -> None:
     by_kind: dict[str, list[dict]] = {}
@@ -184,6 +210,8 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
     elif "omsc-gateway" in deployments:
         problems.add(here, "Deployment omsc-gateway runs without OMSC_OMS_URL in the ConfigMap: it would talk to no bus")
         deployments.pop("omsc-gateway")
+
+    check_pod_monitors(by_kind.get("PodMonitor", []), deployments, here, problems)
 
     expected = {f"omsc-{module}" for module in modules}
     for missing in sorted(expected - deployments.keys()):
@@ -371,6 +399,7 @@ def check_rules(docs: list[dict], kustomization: str, modules: dict[str, str], b
 EXTERNAL = {
     "k8s/base": {("Secret", "omsc-secrets")},
     "k8s/overlays/prod": {("Secret", "omsc-secrets")},
+    "k8s/overlays/monitored": {("Secret", "omsc-secrets")},
     # And the certificate of the callback URL, made by cert-manager or by hand.
     "k8s/overlays/bus": {("Secret", "omsc-secrets"), ("Secret", "omsc-gateway-tls")},
 }
@@ -590,7 +619,7 @@ def check_all() -> Problems:
     )
     if not problems:
         print(f"deploy-check: {count} Kubernetes objects in {len(rendered)} renderings valid against "
-              f"Kubernetes {' and '.join(KUBERNETES_VERSIONS)} and KEDA; modules {', '.join(sorted(modules))} "
+              f"Kubernetes {' and '.join(KUBERNETES_VERSIONS)} and KEDA and the Prometheus Operator; modules {', '.join(sorted(modules))} "
               f"deployed, and the gateway where a bus is set; compose.yaml and the Dockerfile are sound")
     return problems
 
@@ -616,6 +645,13 @@ def self_test() -> int:
 
     def named(docs, kind, name):
         return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+    def monitored_case(mutate):
+        docs = copy.deepcopy(rendered["k8s/overlays/monitored"])
+        mutate(docs)
+        problems = Problems()
+        check_kubernetes(modules, binaries, problems, {"k8s/overlays/monitored": docs})
+        return problems
 
     def bus_case(mutate):
         docs = copy.deepcopy(rendered["k8s/overlays/bus"])
@@ -703,6 +739,9 @@ def self_test() -> int:
         "a Deployment naming a missing ConfigMap": dev_case(lambda d: container(d)["envFrom"][0]["configMapRef"].update(name="omsc-config")),
         "a Deployment naming a missing ServiceAccount": dev_case(lambda d: find(d, "Deployment")["spec"]["template"]["spec"].update(serviceAccountName="nobody")),
         "a ScaledObject naming a missing Deployment": k8s_case(lambda d: find(d, "ScaledObject")["spec"]["scaleTargetRef"].update(name="omsc-gone")),
+        "a PodMonitor on a port the pods do not name": monitored_case(lambda d: find(d, "PodMonitor")["spec"]["podMetricsEndpoints"][0].update(port="metricz")),
+        "a PodMonitor selecting no worker": monitored_case(lambda d: find(d, "PodMonitor")["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "other"})),
+        "a PodMonitor field the Operator does not know": monitored_case(lambda d: find(d, "PodMonitor")["spec"].update(scrapeEvery="30s")),
         "compose: an unknown key": compose_schema_case(lambda c: c["services"]["postgres"].update(restart_policy="always")),
         "compose: a module without a worker": compose_case(lambda c: c["services"].pop(next(n for n, s in c["services"].items() if s.get("entrypoint")))),
         "a registration secret in plain sight": k8s_case(lambda d: set_env(container(d), "OMSC_REGISTRATION_SECRET", "s3cret")),
