@@ -492,6 +492,19 @@ async fn watch_database(shared: Shared, shutdown: CancellationToken) {
     }
 }
 
+/// A worker binary's whole life: logging as configured, the runtime, the module(s) that
+/// `install` adds, then running until SIGTERM or Ctrl-C. Every `omsc-*` worker's `main` is
+/// its flags and this.
+pub async fn serve(
+    config: RuntimeConfig,
+    install: impl FnOnce(&mut Runtime) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    let mut app = Runtime::build(config).await?;
+    install(&mut app)?;
+    app.run_until(shutdown_signal()).await
+}
+
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
