@@ -17,5 +17,5 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::serve(cli.runtime, |app| sales::install(app)).await
+    runtime::serve(cli.runtime, sales::install).await
 }
