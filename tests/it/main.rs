@@ -4,6 +4,7 @@
 mod architecture;
 mod bad_input;
 mod boundaries;
+mod boundaries_code;
 mod catalog;
 mod catalog_export;
 mod cli;
