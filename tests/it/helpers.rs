@@ -123,7 +123,7 @@ impl TestEnv {
     pub async fn start_worker_with(&self, extra: &[&str]) -> Worker {
         let (_, inventory_config) = self.flags(extra);
         self.start_runtime(extra, move |app| {
-            inventory::install(app, &inventory_config).unwrap()
+            inventory::install(app, &inventory_config).unwrap();
         })
         .await
     }

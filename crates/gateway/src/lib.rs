@@ -60,10 +60,7 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
         let client = Arc::new(
             bus::BusClient::new(&config.bus)
                 .context("setting up the HTTP client for the bus")?
-                .observe({
-                    let metrics = metrics.clone();
-                    move |status| metrics.http("outbound", status)
-                }),
+                .observe(move |status| metrics.http("outbound", status)),
         );
         runtime.shared().stats.add_module(outbound::MODULE);
         let limits = outbound::Limits {

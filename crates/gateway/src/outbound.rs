@@ -515,10 +515,10 @@ impl Context {
             .message(MODULE, incoming.endpoint, settle.outcome(), took, None);
         match settle {
             Settle::Dead(reason) => {
-                tracing::warn!(module = MODULE, endpoint = incoming.endpoint, %reason, "dead-lettered")
+                tracing::warn!(module = MODULE, endpoint = incoming.endpoint, %reason, "dead-lettered");
             }
             Settle::Retry(reason) => {
-                tracing::info!(module = MODULE, endpoint = incoming.endpoint, %reason, "will retry")
+                tracing::info!(module = MODULE, endpoint = incoming.endpoint, %reason, "will retry");
             }
             Settle::Sent => {}
         }

@@ -11,6 +11,10 @@ use clap::{Args, ValueEnum};
 /// `Debug` hides the passwords of the connection URLs: a configuration printed in a log or an
 /// error never carries a secret.
 #[derive(Clone, Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line settings, each its own switch"
+)]
 pub struct RuntimeConfig {
     /// PostgreSQL connection URL of the commerce database (`sslmode` is honoured).
     #[arg(

@@ -375,7 +375,7 @@ impl Runtime {
             match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the last statistics could not be written")
+                    tracing::warn!(error = %e, "the last statistics could not be written");
                 }
                 Err(_) => tracing::warn!("the last statistics could not be written in time"),
             }
@@ -404,7 +404,7 @@ fn stats_tasks(shared: &Shared, queues: Vec<(&'static str, QueueSpec)>) -> Vec<S
             let config = shared.config.stats.clone();
             Box::pin(stats::run_flusher(
                 shared.stats.clone(),
-                shared.pool.clone(),
+                shared.pool,
                 config,
                 beat,
                 shutdown,
