@@ -3,8 +3,9 @@
 //! as JSON for scripts, or as a web page with the history in charts (`serve`), which
 //! `omsc report` prints or serves.
 //!
-//! Everything is read from the statistics the workers flush (`runtime::stats`), so the report
-//! covers every replica of every module, and works while the workers are down.
+//! Everything is read from the database: the statistics the workers flush (`runtime::stats`),
+//! so the report covers every replica of every module and works while the workers are down;
+//! and what waits for a person (`attention`: open dead letters, failed or stuck outbox rows).
 
 pub mod attention;
 pub mod html;
