@@ -450,7 +450,7 @@ fn module_charts(html: &mut String, report: &Report, history: &History) {
         card(
             html,
             &format!("{module}: failures and dead letters"),
-            Chart {
+            &Chart {
                 label: format!("{module} failures and dead letters"),
                 periods: periods.clone(),
                 resolution: report.window.resolution,
@@ -476,7 +476,7 @@ fn module_charts(html: &mut String, report: &Report, history: &History) {
             card(
                 html,
                 &format!("{module}: backlog (highest per period)"),
-                Chart {
+                &Chart {
                     label: format!("{module} backlog"),
                     periods: periods.clone(),
                     resolution: report.window.resolution,
@@ -512,7 +512,7 @@ fn endpoint_charts(html: &mut String, report: &Report, history: &History) {
                 series.direction.as_str(),
                 series.endpoint
             ),
-            Chart {
+            &Chart {
                 label: format!("{} latency", series.endpoint),
                 periods: periods.clone(),
                 resolution: report.window.resolution,
@@ -545,7 +545,7 @@ fn endpoint_charts(html: &mut String, report: &Report, history: &History) {
                 series.endpoint,
                 report.window.resolution.as_str()
             ),
-            Chart {
+            &Chart {
                 label: format!("{} throughput", series.endpoint),
                 periods: periods.clone(),
                 resolution: report.window.resolution,
@@ -568,7 +568,7 @@ fn endpoint_charts(html: &mut String, report: &Report, history: &History) {
     }
 }
 
-fn card(html: &mut String, title: &str, chart: Chart) {
+fn card(html: &mut String, title: &str, chart: &Chart) {
     let _ = write!(
         html,
         r#"<div class="card"><h3>{}</h3>{}</div>"#,
