@@ -206,18 +206,31 @@ fn oldest(total: i64) -> String {
 
 /// Text that came from outside (a reason, a subject) safe to print on one line: control
 /// characters (escape sequences that could rewrite the screen, carriage returns that hide a
-/// line, line breaks) and the characters that reorder text are shown escaped, never obeyed.
+/// line, line breaks) and the characters that reorder text are shown escaped (`\u{1b}`,
+/// `\n`), never obeyed. The one place the connector's terminal output escapes: `omsc`'s
+/// commands use it too.
 pub fn plain(text: &str) -> String {
+    escape_controls(text, false)
+}
+
+/// As [`plain`], keeping line breaks (a pretty-printed body).
+pub fn plain_lines(text: &str) -> String {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         let reorders = matches!(
             c,
             '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         );
-        if c.is_control() || reorders {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push('\t'),
+            c if c.is_control() || reorders => out.extend(c.escape_unicode()),
+            c => out.push(c),
         }
     }
     out
