@@ -3,42 +3,8 @@
 //! screen or the title, carriage returns that hide a line) and the characters that reorder
 //! text are shown as `\u{1b}`, never obeyed; line breaks as `\n` on one line.
 
-/// `text` safe to print on one line.
-pub fn one_line(text: &str) -> String {
-    escape_controls(text, false)
-}
-
-/// As [`one_line`], keeping line breaks (a pretty-printed body).
-pub fn lines(text: &str) -> String {
-    escape_controls(text, true)
-}
-
-fn escape_controls(text: &str, keep_newlines: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let reorders = matches!(
-            c,
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        );
-        match c {
-            '\n' if keep_newlines => out.push('\n'),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push('\t'),
-            c if c.is_control() || reorders => out.extend(c.escape_unicode()),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// At most `max` characters of `text`, with an ellipsis when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    }
-}
+// What comes from outside is escaped one way everywhere: the report's functions.
+pub use report::text::{plain as one_line, plain_lines as lines, shorten as truncate};
 
 /// `": 1, 2, 3"` after a count of rows acted on, when there are few enough to read.
 pub fn id_list(ids: &[i64]) -> String {
