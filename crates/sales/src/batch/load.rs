@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::version::Version;
 
-use super::{Address, Invoice, LineState, OrderState, Stored};
+use super::{Acceptance, Address, Invoice, LineState, OrderState, Stored};
 
 /// Locks the batch's orders in id order (two replicas applying messages about one order
 /// take turns and never deadlock) and reads their header.
@@ -221,7 +221,11 @@ pub async fn load(
                 OrderState {
                     store: r.get(1),
                     status: stored,
-                    accepted: r.get(6),
+                    accepted: if r.get(6) {
+                        Acceptance::Stored
+                    } else {
+                        Acceptance::Not
+                    },
                     shipping_reference: r.get(7),
                     billing_reference: r.get(8),
                     ..OrderState::default()

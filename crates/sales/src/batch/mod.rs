@@ -183,11 +183,11 @@ pub(crate) struct OrderState {
     store: String,
     status: Stored,
     status_changed: bool,
-    accepted: bool,
-    accept: bool,
+    accepted: Acceptance,
     shipping_reference: Option<String>,
     billing_reference: String,
-    shipping_reference_changed: bool,
+    /// The shipping reference this batch set (to a split address row).
+    new_shipping_reference: Option<String>,
     export_pending: bool,
     lines: Vec<LineState>,
     invoices: Vec<Invoice>,
@@ -205,6 +205,16 @@ pub(crate) struct OrderState {
     line_attributes: HashMap<(String, String), String>,
     line_attributes_changed: BTreeSet<(String, String)>,
     addresses: HashMap<String, Address>,
+}
+
+/// Whether the OMS said it accepted the order (`oms_accepted_at`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acceptance {
+    #[default]
+    Not,
+    Stored,
+    /// By a `created` of this batch: to write.
+    ByBatch,
 }
 
 #[derive(Debug)]
@@ -377,9 +387,8 @@ impl<'m> Batch<'m> {
             }
         }
         let mut changed = false;
-        if kind == UpdateKind::Created && !order.accepted {
-            order.accepted = true;
-            order.accept = true;
+        if kind == UpdateKind::Created && order.accepted == Acceptance::Not {
+            order.accepted = Acceptance::ByBatch;
             changed = true;
         }
         if let Some(s) = &update.status {
@@ -520,8 +529,8 @@ impl<'m> Batch<'m> {
                 Address::from_update(address_type, &message.address, user),
             );
         }
-        order.shipping_reference = Some(split);
-        order.shipping_reference_changed = true;
+        order.shipping_reference = Some(split.clone());
+        order.new_shipping_reference = Some(split);
         Outcome::Applied
     }
 

@@ -155,7 +155,7 @@ pub async fn write(tx: &Transaction<'_>, batch: &Batch<'_>) -> Result<(), tokio_
 
     let accepted: Vec<&str> = orders
         .iter()
-        .filter(|(_, o)| o.accept)
+        .filter(|(_, o)| o.accepted == super::Acceptance::ByBatch)
         .map(|(id, _)| id.as_str())
         .collect();
 
@@ -208,9 +208,9 @@ pub async fn write(tx: &Transaction<'_>, batch: &Batch<'_>) -> Result<(), tokio_
         for (reference, a) in changed {
             addresses.push(id, reference, a);
         }
-        if order.shipping_reference_changed {
+        if let Some(reference) = &order.new_shipping_reference {
             ref_orders.push(id);
-            refs.push(order.shipping_reference.as_deref());
+            refs.push(reference.as_str());
         }
         for invoice in order.invoices.iter().filter(|i| i.new || i.dated_back) {
             inv_ids.push(invoice.id);
