@@ -15,6 +15,7 @@
 //! keeps. The one-by-one path stays as the model the property test compares this with
 //! (`tests/it/postsales_batch.rs`).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -272,9 +273,12 @@ struct Memo {
     order_id: String,
     payment_amount: Decimal,
     store_credit_amount: Decimal,
-    lines: Vec<(String, Decimal, Option<Decimal>)>,
+    lines: Vec<MemoLine>,
     new: Option<NewMemo>,
 }
+
+/// A memo line: the order line, the amount and the tax.
+type MemoLine = (String, Decimal, Option<Decimal>);
 
 #[derive(Debug, Clone)]
 struct NewMemo {
@@ -692,17 +696,14 @@ fn return_event(state: &mut State, event: &ReturnEvent) -> Outcome {
     }
     for (line_id, line) in &said {
         let key = (return_id.clone(), line_id.clone());
-        if !state.return_lines.contains_key(&key) {
-            state.return_lines.insert(
-                key,
-                LineRow {
-                    order_id: order_id.to_owned(),
-                    reason: line.reason.unwrap_or("").to_owned(),
-                    new: true,
-                    dirty: true,
-                    ..LineRow::default()
-                },
-            );
+        if let Entry::Vacant(vacant) = state.return_lines.entry(key) {
+            vacant.insert(LineRow {
+                order_id: order_id.to_owned(),
+                reason: line.reason.unwrap_or("").to_owned(),
+                new: true,
+                dirty: true,
+                ..LineRow::default()
+            });
             changed = true;
         }
     }
@@ -1350,7 +1351,7 @@ async fn write_refunds(tx: &Transaction<'_>, state: &State) -> Result<(), tokio_
         .filter_map(|(n, m)| m.new.as_ref().map(|new| (n, m, new)))
         .collect();
     if !memos.is_empty() {
-        let lines: Vec<(&str, &(String, Decimal, Option<Decimal>))> = memos
+        let lines: Vec<(&str, &MemoLine)> = memos
             .iter()
             .flat_map(|(n, m, _)| m.lines.iter().map(move |l| (n.as_str(), l)))
             .collect();
