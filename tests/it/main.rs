@@ -31,6 +31,7 @@ mod outbox;
 mod poison;
 mod postsales;
 mod postsales_bad_input;
+mod postsales_batch;
 mod postsales_processes;
 mod postsales_storefront;
 mod postsales_support;

@@ -35,7 +35,7 @@ pub struct BatchShape {
     pub mean_apply_secs: f64,
 }
 
-async fn batch_shape(http: &str) -> Option<BatchShape> {
+pub(super) async fn batch_shape(http: &str) -> Option<BatchShape> {
     let count = scrape(http, "omsc_batch_messages_count").await?;
     let messages = scrape(http, "omsc_batch_messages_sum").await?;
     let apply = scrape(http, "omsc_batch_apply_seconds_sum").await?;

@@ -10,6 +10,7 @@ mod connector;
 mod gateway;
 mod modules;
 mod naive;
+mod postsales;
 mod report;
 pub mod scale_out;
 mod support;
@@ -38,6 +39,8 @@ pub struct Sizes {
     pub orders: usize,
     /// Products in the catalog module's full export.
     pub products: usize,
+    /// Returns (each with its refund) whose OMS messages the post-sales module applies.
+    pub returns: usize,
 }
 
 impl Sizes {
@@ -53,6 +56,7 @@ impl Sizes {
             latency_rate: 2_000,
             orders: 20_000,
             products: 200_000,
+            returns: 5_000,
         }
     }
 
@@ -68,6 +72,7 @@ impl Sizes {
             latency_rate: 2_000,
             orders: 300,
             products: 10_000,
+            returns: 300,
         }
     }
 }
@@ -83,7 +88,7 @@ pub struct Setup {
     pub worker: PathBuf,
     pub sizes: Sizes,
     /// Scenarios to run (`broker`, `postgres`, `naive`, `delta`, `full`, `mixed`, `latency`,
-    /// `orders`, `catalog`, `gateway`); empty: all.
+    /// `orders`, `catalog`, `gateway`, `postsales`); empty: all.
     pub only: Vec<String>,
 }
 
@@ -147,6 +152,11 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
         quiet_database(setup).await;
         eprintln!("sales: orders exported, lifecycle applied …");
         report.orders = Some(modules::orders(setup).await?);
+    }
+    if setup.wants("postsales") {
+        quiet_database(setup).await;
+        eprintln!("post-sales: returns and refunds applied …");
+        report.postsales = Some(postsales::run(setup).await?);
     }
     if setup.wants("catalog") {
         quiet_database(setup).await;

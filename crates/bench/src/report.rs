@@ -20,6 +20,7 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub orders: Option<Orders>,
     pub catalog: Option<Catalog>,
+    pub postsales: Option<super::postsales::Postsales>,
     pub gateway: Option<super::gateway::Gateway>,
 }
 
@@ -102,6 +103,7 @@ impl Report {
             latency: None,
             orders: None,
             catalog: None,
+            postsales: None,
             gateway: None,
         }
     }
@@ -149,6 +151,15 @@ impl Report {
                 target: "≤ 20 ms".into(),
                 measured: format!("{p99:.1} ms"),
                 met: p99 <= 20.0,
+            });
+        }
+        if let (Some(p), Some(delta)) = (&self.postsales, &self.delta) {
+            let ratio = p.rate / delta.messages_per_sec();
+            v.push(Verdict {
+                what: "Post-sales messages applied vs the DELTA stream (one worker)",
+                target: "≥ 0.10 ×".into(),
+                measured: format!("{ratio:.2} ×"),
+                met: ratio >= 0.1,
             });
         }
         if let Some(g) = &self.gateway {
@@ -285,7 +296,7 @@ impl Report {
                 l.commit_floor_p99 * 1000.0
             );
         }
-        if self.orders.is_some() || self.catalog.is_some() {
+        if self.orders.is_some() || self.catalog.is_some() || self.postsales.is_some() {
             let _ = writeln!(out, "\n## The other modules\n");
         }
         if let Some(o) = &self.orders {
@@ -298,6 +309,19 @@ impl Report {
                 out,
                 "- **Order updates applied** by `omsc-sales`: **{:.0} messages/s** ({} OMS messages — created, five status updates with line statuses and payment captures, the shipment — for those orders, drained from a filled queue in {:.2} s from the worker ready; {:.0} retried or dead-lettered; every order ended COMPLETE).",
                 o.lifecycle_rate, o.lifecycle_messages, o.lifecycle_secs, o.lifecycle_not_applied
+            );
+        }
+        if let Some(p) = &self.postsales {
+            let (worker, broker, database) = p.cpu_per_message();
+            let _ = writeln!(
+                out,
+                "- **Returns and refunds applied** by `omsc-postsales`: **{:.0} messages/s** ({} OMS messages — each return updated REQUESTED and APPROVED, received, its refund PENDINGRELEASE then RELEASED — for {} returns requested by the storefront, the returns interleaved, drained from a filled queue in {:.2} s from the worker ready{}; {:.0} retried or dead-lettered; every return ended approved and received, every refund released with one credit memo). CPU per message: connector {worker:.1} µs, broker {broker:.1} µs, PostgreSQL {database:.1} µs.",
+                p.rate,
+                p.messages,
+                p.returns,
+                p.secs,
+                shape(p.batches),
+                p.not_applied
             );
         }
         if let Some(c) = &self.catalog {

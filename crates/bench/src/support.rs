@@ -102,10 +102,15 @@ impl Scratch {
             && let Ok(channel) = connection.create_channel().await
         {
             let topology = runtime::Topology::new(&self.prefix, runtime::config::QueueType::Quorum);
-            let module_queues = [inventory::QUEUE, sales::QUEUE, catalog::QUEUE]
-                .iter()
-                .flat_map(|spec| topology.queues(spec))
-                .map(|(queue, _)| queue);
+            let module_queues = [
+                inventory::QUEUE,
+                sales::QUEUE,
+                postsales::QUEUE,
+                catalog::QUEUE,
+            ]
+            .iter()
+            .flat_map(|spec| topology.queues(spec))
+            .map(|(queue, _)| queue);
             for queue in module_queues.chain([self.inbox()]) {
                 let _ = channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())

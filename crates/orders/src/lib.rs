@@ -14,6 +14,7 @@
 //! The one write, [`record_foreign_order`], counts a message about another sales channel's
 //! order where the sales module counts its own.
 
+pub mod batch;
 pub mod channel;
 pub mod lines;
 pub mod orders;

@@ -59,18 +59,35 @@ impl PostsalesMessage {
     }
 }
 
-const LOCK_ACCOUNTS: &str = "
+/// Locks the store credit accounts a batch's releases may credit, in customer order.
+pub(crate) const LOCK_ACCOUNTS: &str = "
     SELECT customer_id FROM store_credit_accounts WHERE customer_id = ANY ($1::text[])
      ORDER BY customer_id FOR NO KEY UPDATE";
 
 #[derive(Debug, Default)]
 pub struct PostsalesHandler {
     channel: SalesChannel,
+    /// Apply each message with its own statements ([`PostsalesHandler::one_by_one`]).
+    one_by_one: bool,
 }
 
 impl PostsalesHandler {
+    /// The handler the module runs: a batch in a constant number of round trips
+    /// (`crate::batch`).
     pub fn new(channel: SalesChannel) -> Self {
-        Self { channel }
+        Self {
+            channel,
+            one_by_one: false,
+        }
+    }
+
+    /// The reference the batch path is checked against: every message applied by its own
+    /// compare-and-set statements, in order, in the batch's transaction.
+    pub fn one_by_one(channel: SalesChannel) -> Self {
+        Self {
+            channel,
+            one_by_one: true,
+        }
     }
 }
 
@@ -145,6 +162,9 @@ impl Handler for PostsalesHandler {
         tx: &'a Transaction<'a>,
         batch: &'a [&'a PostsalesMessage],
     ) -> Result<Vec<Outcome>, ApplyError> {
+        if !self.one_by_one {
+            return Ok(crate::batch::apply(tx, &self.channel, batch).await?);
+        }
         let mut ids: Vec<&str> = batch.iter().map(|m| m.order_id()).collect();
         ids.sort_unstable();
         ids.dedup();

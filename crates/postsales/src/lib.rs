@@ -4,6 +4,7 @@
 //! their release, one credit memo per credit note with the store credit it gives back.
 
 pub mod authorize;
+mod batch;
 pub mod duplicates;
 mod handler;
 pub mod refunds;
