@@ -18,11 +18,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use runtime::config::Secret;
+use runtime::https::HttpsConnector;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::BusConfig;
-use crate::connector::BusConnector;
 
 /// How much of a body is quoted in a reason.
 const QUOTE: usize = 300;
@@ -48,7 +48,7 @@ pub struct Unavailable(pub String);
 pub type ResponseObserver = Arc<dyn Fn(u16) + Send + Sync>;
 
 pub struct BusClient {
-    client: Client<BusConnector, Full<Bytes>>,
+    client: Client<HttpsConnector, Full<Bytes>>,
     base: String,
     timeout: Duration,
     oauth: Option<OAuth>,
@@ -73,7 +73,7 @@ impl BusClient {
     /// A client of the bus at `config.oms_url`; fails on a CA file that cannot be read.
     pub fn new(config: &BusConfig) -> anyhow::Result<Self> {
         let base = config.oms_url.trim().trim_end_matches('/').to_owned();
-        let connector = BusConnector::new(config.oms_ca_file.as_deref())?;
+        let connector = HttpsConnector::new(config.oms_ca_file.as_deref())?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

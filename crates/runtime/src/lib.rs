@@ -21,6 +21,7 @@ pub mod handler;
 pub mod health;
 mod host;
 pub mod http;
+pub mod https;
 pub mod incoming;
 pub mod metrics;
 pub mod notify;
