@@ -36,6 +36,7 @@ mod storable;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -129,6 +130,10 @@ impl Runtime {
     pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
         // A malformed URL is refused here, before anything waits on it.
         amqp::check_url(&config.amqp_url)?;
+        // So is a trace exporter asked for but not possible (`telemetry::init` read it).
+        if let Some(reason) = trace::refused() {
+            anyhow::bail!("cannot export traces: {reason}");
+        }
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
         metrics::register_process(&registry).context("registering the process metrics")?;
@@ -381,6 +386,7 @@ impl Runtime {
                 Err(_) => tracing::warn!("the last statistics could not be written in time"),
             }
         }
+        trace::flush(Duration::from_secs(5)).await;
         http_stop.cancel();
         let _ = http.await;
         refused.map_or(Ok(()), Err)
