@@ -49,4 +49,5 @@ mod sources_sync;
 mod startup;
 mod stock;
 mod tls;
+mod tracing;
 mod unstorable;

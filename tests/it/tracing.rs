@@ -1,0 +1,338 @@
+//! A trace crosses the broker: a sales worker (a real process) exports its spans over
+//! OTLP/HTTP (JSON) to a collector in the test; the order it exports carries the outbox
+//! round's context in `traceparent`, and a message the OMS sends with a `traceparent` is
+//! applied in a batch span of the OMS's trace. Without an exporter, the header the OMS sent
+//! stays on what the connector keeps of the message.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use futures::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use protocol::sales::methods;
+use serde_json::Value;
+use simulate::orders::{self, OrdersSpec, SimOrder};
+
+use crate::helpers::{PATIENCE, TestEnv, amqp, wait_until};
+use crate::sales_support::start_sales;
+
+/// The OMS's trace and the span that sent its message, as its `traceparent` names them.
+const OMS_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const OMS_SPAN: &str = "00f067aa0ba902b7";
+
+/// Every span received, with the name of its service.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// An OTLP/HTTP receiver of JSON exports.
+struct Collector {
+    url: String,
+    spans: Received,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/v1/traces", axum::routing::post(receive))
+            .with_state(spans.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url: format!("http://{addr}"),
+            spans,
+        }
+    }
+
+    /// The first span received that `matches`, with its service's name.
+    fn find(&self, matches: impl Fn(&Value) -> bool) -> Option<(String, Value)> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, span)| matches(span))
+            .cloned()
+    }
+}
+
+/// Takes one export request (`ExportTraceServiceRequest` in OTLP's JSON mapping).
+async fn receive(State(spans): State<Received>, body: Bytes) -> impl IntoResponse {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    let mut received = spans.lock().unwrap();
+    for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+        let service = resource["resource"]["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == "service.name")
+            .and_then(|a| a["value"]["stringValue"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                received.push((service.clone(), span.clone()));
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+/// A span's string attribute.
+fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+/// The OMS's side of the broker: its inbox on `commerce.events` and a confirming channel on
+/// `oms.events` that publishes with headers.
+struct Oms {
+    _connection: Connection,
+    channel: Channel,
+    inbox: lapin::Consumer,
+    exchange: String,
+}
+
+/// One message the connector sent, with its headers.
+struct Sent {
+    routing_key: String,
+    headers: FieldTable,
+}
+
+impl Sent {
+    fn traceparent(&self) -> Option<String> {
+        match self.headers.inner().get("traceparent")? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl Oms {
+    async fn connect(env: &TestEnv) -> Self {
+        let connection = amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let topology = runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum);
+        topology.declare(&channel, &sales::QUEUE).await.unwrap();
+        let queue = format!("{}oms.inbox", env.prefix);
+        topology
+            .declare_oms_listener(
+                &channel,
+                &queue,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                "#",
+            )
+            .await
+            .unwrap();
+        let inbox = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "oms".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Self {
+            _connection: connection,
+            channel,
+            inbox,
+            exchange: topology.oms_exchange(),
+        }
+    }
+
+    async fn next(&mut self) -> Sent {
+        let delivery = tokio::time::timeout(PATIENCE, self.inbox.next())
+            .await
+            .expect("a message from the connector")
+            .unwrap()
+            .unwrap();
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+        Sent {
+            routing_key: delivery.routing_key.as_str().to_owned(),
+            headers: delivery.properties.headers().clone().unwrap_or_default(),
+        }
+    }
+
+    /// Publishes a message as the OMS does, with `traceparent` in its headers.
+    async fn send(&self, method: &str, message_id: &str, body: &[u8], traceparent: &str) {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString(LongString::from(traceparent)),
+        );
+        let confirm = self
+            .channel
+            .basic_publish(
+                ShortString::from(self.exchange.as_str()),
+                ShortString::from(method),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_message_id(ShortString::from(message_id))
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took the OMS's message");
+    }
+}
+
+fn one_order() -> SimOrder {
+    orders::generate(&OrdersSpec {
+        orders: 1,
+        id_prefix: "TRACE-".into(),
+        ..OrdersSpec::default()
+    })
+    .remove(0)
+}
+
+#[tokio::test]
+async fn a_trace_crosses_the_broker_from_the_storefront_and_from_the_oms() {
+    let env = TestEnv::new().await;
+    let collector = Collector::start().await;
+    let mut oms = Oms::connect(&env).await;
+    let order = one_order();
+    orders::place(&env.db, &order.rows).await.unwrap();
+    let mut worker = env.spawn_binary(
+        "omsc-sales",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            // Export every 100 ms instead of every 5 s: the test waits for the spans.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+
+    // Storefront → OMS: the export carries the context of the outbox round that sent it.
+    let create = oms.next().await;
+    assert_eq!(create.routing_key, methods::CREATE);
+    let traceparent = create
+        .traceparent()
+        .expect("the exported order carries a traceparent header");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[0], "00", "W3C version: {traceparent}");
+    assert_eq!(parts[3], "01", "sampled: {traceparent}");
+    let (trace_id, span_id) = (parts[1].to_owned(), parts[2].to_owned());
+    wait_until(
+        "the outbox round that sent the order is exported",
+        PATIENCE,
+        || async {
+            collector
+                .find(|s| s["name"] == "outbox round" && s["traceId"] == trace_id.as_str())
+                .is_some()
+        },
+    )
+    .await;
+    let (service, round) = collector
+        .find(|s| s["name"] == "outbox round" && s["traceId"] == trace_id.as_str())
+        .unwrap();
+    assert_eq!(
+        service, "omsc-sales",
+        "the service is named after the binary"
+    );
+    assert_eq!(
+        round["spanId"],
+        span_id.as_str(),
+        "the message's parent is the round"
+    );
+    assert_eq!(attribute(&round, "module"), Some("sales"));
+
+    // OMS → Commerce: a message with a traceparent is applied in a span of the OMS's trace.
+    let created = order.created(chrono::Utc::now());
+    oms.send(
+        created.method,
+        &created.id,
+        &created.body,
+        &format!("00-{OMS_TRACE}-{OMS_SPAN}-01"),
+    )
+    .await;
+    wait_until(
+        "the batch of the OMS's message is exported in the OMS's trace",
+        PATIENCE,
+        || async {
+            collector
+                .find(|s| s["name"] == "batch" && s["traceId"] == OMS_TRACE)
+                .is_some()
+        },
+    )
+    .await;
+    let (_, batch) = collector
+        .find(|s| s["name"] == "batch" && s["traceId"] == OMS_TRACE)
+        .unwrap();
+    assert_eq!(
+        batch["parentSpanId"], OMS_SPAN,
+        "a one-message batch is the child of the message's span"
+    );
+    assert_eq!(attribute(&batch, "module"), Some("sales"));
+    assert_eq!(
+        attribute(&batch, "queue"),
+        Some(env.queue("connector.sales").as_str())
+    );
+
+    worker.kill().await.unwrap();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn without_an_exporter_nothing_is_added_and_the_omss_header_is_kept() {
+    let env = TestEnv::new().await;
+    let mut oms = Oms::connect(&env).await;
+    let order = one_order();
+    orders::place(&env.db, &order.rows).await.unwrap();
+    // In this process no exporter is set up: the worker runs as it does without one.
+    let worker = start_sales(&env).await;
+
+    let create = oms.next().await;
+    assert_eq!(create.routing_key, methods::CREATE);
+    assert_eq!(
+        create.traceparent(),
+        None,
+        "no trace context is made up without an exporter"
+    );
+
+    // A message the connector cannot take keeps the OMS's traceparent on its dead letter.
+    let traceparent = format!("00-{OMS_TRACE}-{OMS_SPAN}-01");
+    oms.send(methods::CREATED, "not-json", b"{", &traceparent)
+        .await;
+    let letters = env.expect_dead_letters(1).await;
+    let row = env
+        .db
+        .query_one(
+            "SELECT headers->>'traceparent' FROM dead_letters WHERE id = $1",
+            &[&letters[0].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), Some(traceparent));
+
+    worker.stop().await;
+    env.teardown().await;
+}
