@@ -2,7 +2,8 @@
 //! OTLP/HTTP (JSON) to a collector in the test; the order it exports carries the outbox
 //! round's context in `traceparent`, and a message the OMS sends with a `traceparent` is
 //! applied in a batch span of the OMS's trace. Without an exporter, the header the OMS sent
-//! stays on what the connector keeps of the message.
+//! stays on what the connector keeps of the message, and the gateway carries it between
+//! the bus's HTTP and the broker both ways.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,9 @@ use protocol::sales::methods;
 use serde_json::Value;
 use simulate::orders::{self, OrdersSpec, SimOrder};
 
+use crate::gateway::{post, start_gateway_with};
+use crate::gateway_bus::TestBus;
+use crate::gateway_outbound::message;
 use crate::helpers::{PATIENCE, TestEnv, amqp, wait_until};
 use crate::sales_support::start_sales;
 
@@ -178,29 +182,15 @@ impl Oms {
 
     /// Publishes a message as the OMS does, with `traceparent` in its headers.
     async fn send(&self, method: &str, message_id: &str, body: &[u8], traceparent: &str) {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "traceparent".into(),
-            AMQPValue::LongString(LongString::from(traceparent)),
-        );
-        let confirm = self
-            .channel
-            .basic_publish(
-                ShortString::from(self.exchange.as_str()),
-                ShortString::from(method),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_message_id(ShortString::from(message_id))
-                    .with_delivery_mode(2)
-                    .with_headers(headers),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack(), "the broker took the OMS's message");
+        publish_traced(
+            &self.channel,
+            &self.exchange,
+            method,
+            message_id,
+            body,
+            traceparent,
+        )
+        .await;
     }
 }
 
@@ -334,5 +324,94 @@ async fn without_an_exporter_nothing_is_added_and_the_omss_header_is_kept() {
     assert_eq!(row.get::<_, Option<String>>(0), Some(traceparent));
 
     worker.stop().await;
+    env.teardown().await;
+}
+
+/// Publishes `body` to `exchange` with `traceparent` in its headers, confirmed.
+async fn publish_traced(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    message_id: &str,
+    body: &[u8],
+    traceparent: &str,
+) {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(traceparent)),
+    );
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(exchange),
+            ShortString::from(routing_key),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id(ShortString::from(message_id))
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "the broker took the message");
+}
+
+#[tokio::test]
+async fn the_gateway_carries_traceparent_between_the_bus_and_the_broker_both_ways() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    let (_listener, mut on_oms) =
+        crate::gateway::listen_on_oms(&env, "magento.test.trace_probe.updated").await;
+    let url = format!("--oms-url={}", bus.base);
+    let (worker, addr) = start_gateway_with(&env, &[], &[url.as_str()], |_| {}).await;
+
+    // Bus → broker: the request's traceparent is on the message published to oms.events.
+    let inbound = format!("00-{OMS_TRACE}-{OMS_SPAN}-01");
+    let body =
+        br#"{"jsonrpc":"2.0","id":"t-1","method":"magento.test.trace_probe.updated","params":{}}"#;
+    let reply = post(addr, body, &[("traceparent", inbound.as_str())]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let delivery = tokio::time::timeout(PATIENCE, on_oms.next())
+        .await
+        .expect("the request on oms.events")
+        .unwrap()
+        .unwrap();
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    assert_eq!(
+        Sent {
+            routing_key: String::new(),
+            headers
+        }
+        .traceparent(),
+        Some(inbound)
+    );
+
+    // Broker → bus: a message's traceparent is on the call to the bus (the gateway, ready,
+    // has bound its queue to commerce.events).
+    let outbound = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (method, body, id) = message(methods::CREATE, "T-100");
+    let connection = amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let exchange = format!("{}commerce.events", env.prefix);
+    publish_traced(&channel, &exchange, &method, &id, &body, outbound).await;
+    wait_until("the bus takes the order", PATIENCE, || async {
+        bus.calls()
+            .iter()
+            .any(|c| c.id() == "T-100" && c.status == 200)
+    })
+    .await;
+    let call = bus.calls().into_iter().find(|c| c.id() == "T-100").unwrap();
+    assert_eq!(call.traceparent.as_deref(), Some(outbound));
+
+    worker.stop().await;
+    bus.stop();
     env.teardown().await;
 }

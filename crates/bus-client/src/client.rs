@@ -134,12 +134,24 @@ impl BusClient {
 
     /// POSTs a JSON-RPC request to `path` and reads the answer.
     pub async fn call(&self, path: &str, body: Bytes) -> Result<Answer, Unavailable> {
+        self.call_with_headers(path, body, &[]).await
+    }
+
+    /// [`Self::call`] with more request headers (the message's trace context).
+    pub async fn call_with_headers(
+        &self,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, String)],
+    ) -> Result<Answer, Unavailable> {
         let token = self.token(false).await?;
-        let (status, reply) = self.post(path, body.clone(), token.as_deref()).await?;
+        let (status, reply) = self
+            .post(path, body.clone(), token.as_deref(), headers)
+            .await?;
         if status == StatusCode::UNAUTHORIZED && self.oauth.is_some() {
             // The token expired early or was revoked: one more try with a fresh one.
             let token = self.token(true).await?;
-            let (status, reply) = self.post(path, body, token.as_deref()).await?;
+            let (status, reply) = self.post(path, body, token.as_deref(), headers).await?;
             return classify(status, &reply);
         }
         classify(status, &reply)
@@ -150,6 +162,7 @@ impl BusClient {
         path: &str,
         body: Bytes,
         token: Option<&str>,
+        headers: &[(&str, String)],
     ) -> Result<(StatusCode, Bytes), Unavailable> {
         let url = self.url(path);
         let mut request = Request::builder()
@@ -157,6 +170,9 @@ impl BusClient {
             .uri(&url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }

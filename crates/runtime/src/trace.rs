@@ -383,6 +383,28 @@ pub fn headers(span: &tracing::Span) -> Option<FieldTable> {
     (!headers.inner().is_empty()).then_some(headers)
 }
 
+/// The trace headers of an HTTP request (the service bus's), as AMQP headers: what the
+/// gateway publishes carries them unchanged, exporter or not. Empty when there are none.
+pub fn amqp_from_http(headers: &hyper::HeaderMap) -> FieldTable {
+    let mut table = FieldTable::default();
+    for name in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+        }
+    }
+    table
+}
+
+/// The trace headers of a message, as HTTP headers: what the gateway POSTs to the bus
+/// carries them unchanged, exporter or not.
+pub fn http_from_amqp(headers: &FieldTable) -> Vec<(&'static str, String)> {
+    let reader = HeaderReader(headers);
+    [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|name| reader.get(name).map(|value| (name, value.to_owned())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,6 +514,26 @@ mod tests {
         headers.insert(TRACEPARENT.into(), AMQPValue::LongString("00-zz".into()));
         assert_eq!(remote_context(&headers), None);
         assert_eq!(remote_context(&FieldTable::default()), None);
+    }
+
+    #[test]
+    fn trace_headers_cross_between_http_and_amqp_unchanged() {
+        let mut http = hyper::HeaderMap::new();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        http.insert(TRACEPARENT, parent.parse().unwrap());
+        http.insert(TRACESTATE, "oms=1".parse().unwrap());
+        http.insert("authorization", "Bearer secret".parse().unwrap());
+        let amqp = amqp_from_http(&http);
+        assert_eq!(amqp.inner().len(), 2, "only the trace headers: {amqp:?}");
+        assert_eq!(
+            http_from_amqp(&amqp),
+            [
+                (TRACEPARENT, parent.to_owned()),
+                (TRACESTATE, "oms=1".to_owned())
+            ]
+        );
+        assert!(amqp_from_http(&hyper::HeaderMap::new()).inner().is_empty());
+        assert!(http_from_amqp(&FieldTable::default()).is_empty());
     }
 
     #[test]
