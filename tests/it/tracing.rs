@@ -1,7 +1,8 @@
 //! A trace crosses the broker: a sales worker (a real process) exports its spans over
 //! OTLP/HTTP (JSON) to a collector in the test; the order it exports carries the outbox
 //! round's context in `traceparent`, and a message the OMS sends with a `traceparent` is
-//! applied in a batch span of the OMS's trace. Without an exporter, the header the OMS sent
+//! applied in a batch span of the OMS's trace. By default spans leave as protobuf, and the
+//! last ones at shutdown. Without an exporter, the header the OMS sent
 //! stays on what the connector keeps of the message, and the gateway carries it between
 //! the bus's HTTP and the broker both ways.
 
@@ -34,47 +35,75 @@ use crate::sales_support::start_sales;
 const OMS_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const OMS_SPAN: &str = "00f067aa0ba902b7";
 
-/// Every span received, with the name of its service.
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
+/// What the collector received: every request (content type, body), and every span of the
+/// JSON ones with the name of its service.
+#[derive(Default)]
+struct Exports {
+    requests: Vec<(String, Bytes)>,
+    spans: Vec<(String, Value)>,
+}
 
-/// An OTLP/HTTP receiver of JSON exports.
+type Received = Arc<Mutex<Exports>>;
+
+/// An OTLP/HTTP receiver.
 struct Collector {
     url: String,
-    spans: Received,
+    received: Received,
 }
 
 impl Collector {
     async fn start() -> Self {
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let received = Received::default();
         let app = Router::new()
             .route("/v1/traces", axum::routing::post(receive))
-            .with_state(spans.clone());
+            .with_state(received.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             url: format!("http://{addr}"),
-            spans,
+            received,
         }
     }
 
     /// The first span received that `matches`, with its service's name.
     fn find(&self, matches: impl Fn(&Value) -> bool) -> Option<(String, Value)> {
-        self.spans
+        self.received
             .lock()
             .unwrap()
+            .spans
             .iter()
             .find(|(_, span)| matches(span))
             .cloned()
     }
+
+    fn requests(&self) -> Vec<(String, Bytes)> {
+        self.received.lock().unwrap().requests.clone()
+    }
 }
 
-/// Takes one export request (`ExportTraceServiceRequest` in OTLP's JSON mapping).
-async fn receive(State(spans): State<Received>, body: Bytes) -> impl IntoResponse {
+/// Takes one export request (`ExportTraceServiceRequest`); reads the spans of one in OTLP's
+/// JSON mapping.
+async fn receive(
+    State(received): State<Received>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut exports = received.lock().unwrap();
+    exports.requests.push((content_type.clone(), body.clone()));
+    if content_type != "application/json" {
+        // An empty ExportTraceServiceResponse, in protobuf.
+        return ([(header::CONTENT_TYPE, content_type)], Bytes::new()).into_response();
+    }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
-    let mut received = spans.lock().unwrap();
+    let received = &mut exports.spans;
     for resource in request["resourceSpans"].as_array().into_iter().flatten() {
         let service = resource["resource"]["attributes"]
             .as_array()
@@ -194,6 +223,15 @@ impl Oms {
     }
 }
 
+/// The trace id of a `traceparent`, as the 16 bytes protobuf carries.
+fn trace_id_bytes(traceparent: &str) -> Vec<u8> {
+    let hex = traceparent.split('-').nth(1).expect("a trace id");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 fn one_order() -> SimOrder {
     orders::generate(&OrdersSpec {
         orders: 1,
@@ -288,6 +326,53 @@ async fn a_trace_crosses_the_broker_from_the_storefront_and_from_the_oms() {
     );
 
     worker.kill().await.unwrap();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn spans_leave_as_protobuf_by_default_and_the_last_ones_at_shutdown() {
+    let env = TestEnv::new().await;
+    let collector = Collector::start().await;
+    let mut oms = Oms::connect(&env).await;
+    let order = one_order();
+    orders::place(&env.db, &order.rows).await.unwrap();
+    let mut worker = env.spawn_binary(
+        "omsc-sales",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+            // Nothing leaves on the schedule during the test: only the flush at shutdown.
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    let create = oms.next().await;
+    let traceparent = create
+        .traceparent()
+        .expect("the exported order carries a traceparent header");
+    assert!(
+        collector.requests().is_empty(),
+        "nothing is exported before the schedule or the shutdown"
+    );
+
+    let pid = worker.id().expect("the worker runs").to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = tokio::time::timeout(PATIENCE, worker.wait())
+        .await
+        .expect("the worker exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let trace_id = trace_id_bytes(&traceparent);
+    let requests = collector.requests();
+    let round = requests.iter().find(|(_, body)| {
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        has(b"outbox round") && has(&trace_id)
+    });
+    let (content_type, _) = round.expect("the outbox round was exported at shutdown");
+    assert_eq!(content_type, "application/x-protobuf");
     env.teardown().await;
 }
 
