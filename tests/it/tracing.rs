@@ -3,7 +3,8 @@
 //! round's context in `traceparent`, and a message the OMS sends with a `traceparent` is
 //! applied in a batch span of the OMS's trace. By default spans leave as protobuf, and the
 //! last ones at shutdown. Without an exporter, the header the OMS sent
-//! stays on what the connector keeps of the message, and the gateway carries it between
+//! stays on what the connector keeps of the message and on the error notification about it,
+//! and the gateway carries it between
 //! the bus's HTTP and the broker both ways.
 
 use std::net::SocketAddr;
@@ -393,7 +394,8 @@ async fn without_an_exporter_nothing_is_added_and_the_omss_header_is_kept() {
         "no trace context is made up without an exporter"
     );
 
-    // A message the connector cannot take keeps the OMS's traceparent on its dead letter.
+    // A message the connector cannot take keeps the OMS's traceparent on its dead letter,
+    // and the notification that tells the OMS about it carries it too.
     let traceparent = format!("00-{OMS_TRACE}-{OMS_SPAN}-01");
     oms.send(methods::CREATED, "not-json", b"{", &traceparent)
         .await;
@@ -406,7 +408,11 @@ async fn without_an_exporter_nothing_is_added_and_the_omss_header_is_kept() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, Option<String>>(0), Some(traceparent));
+    assert_eq!(row.get::<_, Option<String>>(0), Some(traceparent.clone()));
+    // The OMS is told about it in its own trace.
+    let notification = oms.next().await;
+    assert_eq!(notification.routing_key, protocol::common::methods::NOTIFY);
+    assert_eq!(notification.traceparent(), Some(traceparent));
 
     worker.stop().await;
     env.teardown().await;

@@ -71,6 +71,10 @@ pub struct Outgoing {
 #[derive(Debug)]
 pub enum Built {
     Message(Outgoing),
+    /// A message about another one, published with that one's trace headers (`traceparent`,
+    /// `tracestate`) instead of the round's: an error notification continues the trace of
+    /// the message it reports, exporter or not.
+    InTrace(Outgoing, FieldTable),
     /// Nothing to send any more (what the row was about is gone); the row is settled.
     Nothing,
 }
@@ -331,7 +335,8 @@ impl<H: OutboxHandler> Relay<H> {
                 Err(BuildError::NotYet(reason)) => Err(Settle::Retry(reason)),
                 Err(BuildError::Invalid(reason)) => Err(Settle::Fail(reason)),
                 Ok(Built::Nothing) => Err(Settle::Nothing),
-                Ok(Built::Message(outgoing)) => Ok(outgoing),
+                Ok(Built::Message(outgoing)) => Ok((outgoing, None)),
+                Ok(Built::InTrace(outgoing, trace)) => Ok((outgoing, Some(trace))),
             };
             built.push(outcome);
         }
@@ -342,8 +347,8 @@ impl<H: OutboxHandler> Relay<H> {
             let publisher = &publisher;
             let headers = headers.clone();
             async move {
-                let outgoing = match outcome {
-                    Ok(outgoing) => outgoing,
+                let (outgoing, headers) = match outcome {
+                    Ok((outgoing, own)) => (outgoing, own.or(headers)),
                     Err(settle) => return (settle, None),
                 };
                 let publisher = match publisher {
