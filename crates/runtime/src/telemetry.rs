@@ -14,20 +14,23 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 
 /// The default filter: our own events at `info`; the libraries' chatter (migration notices,
-/// connection traces) only when it is a warning.
-/// The OpenTelemetry SDK reports failed exports (a collector down) as warnings and errors.
-const DEFAULT_FILTER: &str = "info,refinery_core=warn,tokio_postgres=warn,lapin=warn,\
-                              opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+/// connection traces, the OpenTelemetry crates' own) only when it is a warning: a failed
+/// export (a collector down) is one.
+const DEFAULT_FILTER: &str =
+    "info,refinery_core=warn,tokio_postgres=warn,lapin=warn,opentelemetry=warn";
 
 /// Events that print secrets, dropped whatever `RUST_LOG` says: lapin traces every frame
 /// it writes, the connection's login (user and password) among them, and warns about every
 /// message the broker returns as unroutable with its whole body, byte by byte (the
 /// registration's carries its secret). The publisher reports returns itself, with the
-/// exchange and routing key and never the body.
+/// exchange and routing key and never the body. The OTLP exporter logs what a collector
+/// answered to a refused export at debug level, and that answer may echo the request's
+/// credentials (`OTEL_EXPORTER_OTLP_HEADERS`).
 fn prints_secrets(metadata: &Metadata<'_>) -> bool {
     let target = metadata.target();
     target.starts_with("lapin::returned_messages")
         || (target.starts_with("lapin") && *metadata.level() == Level::TRACE)
+        || (target.starts_with("opentelemetry") && *metadata.level() >= Level::DEBUG)
 }
 
 /// What is logged: `RUST_LOG`, else the default; never what prints secrets.
