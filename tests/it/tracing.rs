@@ -378,6 +378,48 @@ async fn spans_leave_as_protobuf_by_default_and_the_last_ones_at_shutdown() {
 }
 
 #[tokio::test]
+async fn a_collector_that_is_down_holds_nothing_up() {
+    let env = TestEnv::new().await;
+    let mut oms = Oms::connect(&env).await;
+    let orders = orders::generate(&OrdersSpec {
+        orders: 2,
+        id_prefix: "DOWN-".into(),
+        ..OrdersSpec::default()
+    });
+    orders::place(&env.db, &orders[0].rows).await.unwrap();
+    // Nothing listens there: every export fails.
+    let nowhere = format!("http://{}", test_support::http::free_address().unwrap());
+    let mut worker = env.spawn_binary(
+        "omsc-sales",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", nowhere.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    let first = oms.next().await;
+    assert_eq!(first.routing_key, methods::CREATE);
+    assert!(first.traceparent().is_some());
+    // Exports have failed meanwhile; the next order goes out all the same, and so does the
+    // shutdown.
+    orders::place(&env.db, &orders[1].rows).await.unwrap();
+    let second = oms.next().await;
+    assert_eq!(second.routing_key, methods::CREATE);
+    assert_ne!(first.traceparent(), second.traceparent());
+    let pid = worker.id().expect("the worker runs").to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = tokio::time::timeout(PATIENCE, worker.wait())
+        .await
+        .expect("the worker exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn without_an_exporter_nothing_is_added_and_the_omss_header_is_kept() {
     let env = TestEnv::new().await;
     let mut oms = Oms::connect(&env).await;
