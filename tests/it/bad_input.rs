@@ -8,12 +8,20 @@ use crate::helpers::{PATIENCE, TestEnv, wait_until};
 
 const STOCK: &str = methods::AGGREGATE_STOCK_UPDATED;
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &str, params: serde_json::Value) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": "x", "method": method, "params": params})
         .to_string()
         .into_bytes()
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn snapshot(fields: serde_json::Value) -> Vec<u8> {
     envelope(STOCK, json!({ "snapshot": fields }))
 }

@@ -21,6 +21,7 @@ const PRODUCTION: &[&str] = &[
     "catalog",
     "gateway",
     "bus-client",
+    "report",
 ];
 
 /// What only the tests, the benchmark and demos use.

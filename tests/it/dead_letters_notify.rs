@@ -336,7 +336,7 @@ async fn a_bad_message_the_bus_delivers_comes_back_to_the_bus_as_a_notification(
     let url = format!("--oms-url={}", bus.base);
     let (_, inventory_config) = env.flags(&[]);
     let (worker, callback) = start_gateway_with(&env, &[], &[&url], |app| {
-        inventory::install(app, &inventory_config).unwrap()
+        inventory::install(app, &inventory_config).unwrap();
     })
     .await;
     let body = stock_update("bus-bad-1", "-3");

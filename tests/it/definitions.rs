@@ -169,7 +169,7 @@ async fn imported_definitions_match_a_workers_declaration_and_route_messages() {
                     .await
                     .unwrap()
                 {
-                    return message.delivery.data.clone();
+                    return message.delivery.data;
                 }
                 assert!(
                     Instant::now() < deadline,

@@ -60,6 +60,9 @@ struct BusState {
     /// How long the bus takes to answer: a real bus is not instant, and a gateway killed
     /// mid-stream must have calls in flight.
     delay: std::time::Duration,
+    /// Calls being answered now, and the most there ever were at once.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -141,6 +144,11 @@ impl TestBus {
         self.state.lock().unwrap().delay = delay;
     }
 
+    /// The most calls the bus was answering at the same time.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.lock().unwrap().most_in_flight
+    }
+
     pub fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.clone()
     }
@@ -161,11 +169,17 @@ async fn answer(
         .strip_prefix("/api")
         .unwrap_or(uri.path())
         .to_owned();
-    let delay = state.lock().unwrap().delay;
+    let delay = {
+        let mut state = state.lock().unwrap();
+        state.in_flight += 1;
+        state.most_in_flight = state.most_in_flight.max(state.in_flight);
+        state.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut state = state.lock().unwrap();
+    state.in_flight -= 1;
     if path == "/oauth/token" {
         let token = format!("token-{}", state.tokens.len() + 1);
         state.tokens.push(token.clone());

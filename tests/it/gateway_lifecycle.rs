@@ -19,7 +19,7 @@ async fn an_order_placed_in_the_shop_completes_shipped_and_invoiced_through_the_
     let url = format!("--oms-url={}", bus.base);
     let secret = format!("--registration-secret={SECRET}");
     let (worker, callback) = start_gateway_with(&env, &[&secret], &[&url], |app| {
-        sales::install(app).unwrap()
+        sales::install(app).unwrap();
     })
     .await;
     let placed = orders::generate(&OrdersSpec {

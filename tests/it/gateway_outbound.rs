@@ -212,6 +212,40 @@ async fn with_the_bus_down_nothing_is_lost_nothing_taken_is_sent_again_and_order
 }
 
 #[tokio::test]
+async fn a_backlog_of_many_subjects_is_sent_with_a_bounded_number_of_calls_at_once() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    // A bus that takes its time, so that calls overlap whenever the gateway lets them.
+    bus.set_delay(std::time::Duration::from_millis(20));
+    let publisher = connector_publisher(&env).await;
+    // Each order its own subject, so each its own lane: only the bound keeps them apart.
+    let messages: Vec<_> = (0..120)
+        .map(|n| message(CREATE, &format!("5{n:03}")))
+        .collect();
+    publish(&publisher, &messages).await;
+    let worker = start(&env, &bus, &["--bus-concurrency=4"]).await;
+    wait_taken(&bus, messages.len()).await;
+    wait_queue_empty(&env).await;
+    let most = bus.most_in_flight();
+    assert!(
+        most <= 4,
+        "{most} calls in flight at once, over the bound of 4"
+    );
+    assert!(
+        most >= 2,
+        "the lanes never called side by side (at most {most} at once)"
+    );
+    let mut ids: Vec<String> = taken(&bus).iter().map(Call::id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), messages.len(), "each message taken once");
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn an_oauth_token_is_fetched_once_and_renewed_after_a_401() {
     let env = TestEnv::new().await;
     let bus = TestBus::start().await;

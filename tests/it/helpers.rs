@@ -27,14 +27,10 @@ pub use test_support::wait::wait_until;
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const INVENTORY_QUEUE: &str = "connector.inventory";
-/// Every module queue a test may have declared, for the cleanup.
-pub const MODULE_QUEUES: &[&str] = &[
-    "connector.inventory",
-    "connector.sales",
-    "connector.postsales",
-    "connector.catalog",
-    "connector.gateway",
-];
+/// Every module queue a test may have declared, for the cleanup: the connector's own list.
+pub fn module_queues() -> Vec<&'static str> {
+    omsc::modules::queues().iter().map(|q| q.name).collect()
+}
 
 /// How long a test waits for a condition before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -127,7 +123,7 @@ impl TestEnv {
     pub async fn start_worker_with(&self, extra: &[&str]) -> Worker {
         let (_, inventory_config) = self.flags(extra);
         self.start_runtime(extra, move |app| {
-            inventory::install(app, &inventory_config).unwrap()
+            inventory::install(app, &inventory_config).unwrap();
         })
         .await
     }
@@ -337,7 +333,7 @@ impl TestEnv {
     pub async fn assert_no_dead_letters(&self) {
         let stored = self.dead_letters().await;
         assert!(stored.is_empty(), "dead letters: {stored:?}");
-        for queue in MODULE_QUEUES {
+        for queue in module_queues() {
             let dead = format!("{queue}.dead");
             assert_eq!(
                 self.depth_if_declared(&dead).await.unwrap_or(0),
@@ -405,7 +401,7 @@ async fn cleanup(db_name: &str, prefix: &str) {
     if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
         && let Ok(channel) = connection.create_channel().await
     {
-        for base in MODULE_QUEUES {
+        for base in module_queues() {
             let mut names = vec![format!("{prefix}{base}"), format!("{prefix}{base}.dead")];
             for (label, _) in runtime::topology::RETRY_DELAYS {
                 names.push(format!("{prefix}{base}.retry.{label}"));
@@ -416,7 +412,10 @@ async fn cleanup(db_name: &str, prefix: &str) {
                     .await;
             }
         }
-        for exchange in ["oms.events", "commerce.events"] {
+        for exchange in [
+            runtime::topology::OMS_EXCHANGE,
+            runtime::topology::COMMERCE_EXCHANGE,
+        ] {
             let _ = channel
                 .exchange_delete(
                     format!("{prefix}{exchange}").as_str().into(),

@@ -1,8 +1,10 @@
 //! Integration tests against the real RabbitMQ and PostgreSQL: each test gets its own
 //! database and its own queue prefix, so they run in parallel without seeing each other.
 
+mod architecture;
 mod bad_input;
 mod boundaries;
+mod boundaries_code;
 mod catalog;
 mod catalog_export;
 mod cli;

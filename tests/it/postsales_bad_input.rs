@@ -16,6 +16,10 @@ use crate::sales_support::{OmsInbox, publish};
 
 const ORDER: &str = "BAD-1";
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &str, params: Value) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": "x", "method": method, "params": params})
         .to_string()
@@ -211,7 +215,7 @@ async fn every_bad_post_sales_message_is_dead_lettered_with_its_reason_and_the_r
     let _inbox = OmsInbox::bind(&env).await;
     let worker = env
         .start_runtime(&["--max-message-bytes=200000"], |app| {
-            postsales::install(app).unwrap()
+            postsales::install(app).unwrap();
         })
         .await;
     let d = |cents| Decimal::new(cents, 2);

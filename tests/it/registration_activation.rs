@@ -172,7 +172,7 @@ async fn an_activation_posted_by_the_bus_brings_a_new_registration_to_the_bus() 
     let url = format!("--oms-url={}", bus.base);
     let config = catalog_config(&[]);
     let (worker, callback) = start_gateway_with(&env, &registering(), &[&url], |app| {
-        catalog::install(app, &config).unwrap()
+        catalog::install(app, &config).unwrap();
     })
     .await;
     let registrations = || {

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -567,8 +569,24 @@ fn chromium() -> PathBuf {
     path.expect("Chromium is missing: run scripts/browser.sh (make test does)")
 }
 
-/// Runs headless Chromium on `url` with `extra` flags; returns its standard output.
-async fn browse(url: &str, extra: &[String]) -> String {
+/// Headless Chromium on `url` with `extra` flags, killed when dropped, and its profile.
+struct Browser {
+    /// `None` once taken to wait for its output.
+    child: Option<tokio::process::Child>,
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Starts headless Chromium on `url` with `extra` flags.
+fn spawn_browser(url: &str, extra: &[String]) -> Browser {
     let profile = std::env::temp_dir().join(format!(
         "omsc-chromium-{}-{}",
         std::process::id(),
@@ -590,18 +608,95 @@ async fn browse(url: &str, extra: &[String]) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+    Browser {
+        child: Some(command.spawn().unwrap()),
+        profile,
+    }
+}
+
+/// Runs headless Chromium on `url` with `extra` flags; returns its standard output.
+async fn browse(url: &str, extra: &[String]) -> String {
+    let mut browser = spawn_browser(url, extra);
+    let child = browser.child.take().unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
         .expect("Chromium did not finish within 90 s")
         .unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(browser);
     assert!(
         output.status.success(),
         "chromium failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Measures, in the browser, what the page is for a reader: `html` (the report page) served
+/// as it is by a server of this test's, which adds one script at its end (the report's own
+/// server forbids scripts and frames), in a frame `width` px wide (a browser window can be
+/// no narrower than 500 px). Returns what the script found.
+async fn measure_in_browser(html: &str, width: u32) -> serde_json::Value {
+    const MEASURE: &str = r#"<script>(function () {
+  const d = document.documentElement;
+  const r = {inner: innerWidth, scroll: d.scrollWidth};
+  const tables = [...document.querySelectorAll('table')];
+  r.tables = tables.length;
+  r.uncaptioned = tables.filter(t => !t.caption || !t.caption.textContent.trim()).map(t => t.id || '?');
+  const ths = [...document.querySelectorAll('th')];
+  r.headers = ths.length;
+  r.unscoped = ths.filter(h => !['col', 'row'].includes(h.getAttribute('scope'))).map(h => h.textContent);
+  r.charts = 0; r.lines = 0; r.confusable = []; r.unlegended = [];
+  const look = e => { const s = getComputedStyle(e); return s.strokeDasharray + ' ' + s.markerMid; };
+  for (const svg of document.querySelectorAll('svg.chart')) {
+    r.charts++;
+    const looks = new Map();
+    for (const p of svg.querySelectorAll('polyline[data-series]')) looks.set(p.dataset.series, look(p));
+    const seen = new Map();
+    for (const [name, l] of looks) {
+      r.lines++;
+      if (seen.has(l)) r.confusable.push(svg.getAttribute('aria-label') + ': ' + seen.get(l) + ' ~ ' + name);
+      seen.set(l, name);
+      const key = svg.querySelector('g.key[data-legend="' + CSS.escape(name) + '"] polyline');
+      if (!key || look(key) !== l) r.unlegended.push(name);
+    }
+  }
+  const out = parent.document.createElement('pre');
+  out.id = 'measured';
+  out.textContent = JSON.stringify(r);
+  parent.document.body.append(out);
+})();</script>"#;
+    let instrumented = html.replace("</body>", &format!("{MEASURE}</body>"));
+    assert_ne!(instrumented, html, "no </body> in the page");
+    let frame = format!(
+        r#"<!doctype html><html><body style="margin:0"><iframe src="/page" style="width:{width}px;height:900px;border:0"></iframe></body></html>"#
+    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(frame) }),
+        )
+        .route(
+            "/page",
+            axum::routing::get(move || async move { axum::response::Html(instrumented) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dom = browse(
+        &format!("http://{addr}/"),
+        &["--window-size=1000,1000".into(), "--dump-dom".into()],
+    )
+    .await;
+    server.abort();
+    let start = dom
+        .find(r#"<pre id="measured">"#)
+        .unwrap_or_else(|| panic!("the measuring script did not run: {dom}"))
+        + r#"<pre id="measured">"#.len();
+    let end = start + dom[start..].find("</pre>").unwrap();
+    serde_json::from_str(&dom[start..end]).unwrap_or_else(|e| panic!("{e}: {}", &dom[start..end]))
 }
 
 /// The points drawn for `series` in the charts of `html` (every polyline of that series).
@@ -657,9 +752,43 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
     );
     write(&env, &pending, now).await;
 
+    // What waits for a person, with text long enough to test a phone's width.
+    env.db
+        .batch_execute(&format!(
+            "INSERT INTO dead_letters (queue, module, endpoint, reason, headers, body, dead_at,
+                                       fingerprint)
+             VALUES ('connector.inventory', 'inventory', '{STOCK}',
+                     'snapshot: stock[0].quantity is not a number: \"{}\"', '{{}}', '\\x00',
+                     now() - interval '5 minutes', 'f-1');
+             SELECT omsc_outbox_add('sales', 'order.create', '000000042');
+             UPDATE outbox SET failed_at = now(), attempts = 40,
+                               last_error = 'no queue is bound to order.create on commerce.events'
+              WHERE module = 'sales'",
+            "9".repeat(120)
+        ))
+        .await
+        .unwrap();
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = omsc::report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1));
+    // Counts the pages served, to see the browser reload one or not.
+    let pages = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&pages);
+    let app = report::serve::router(pool(&env), Some("s3cret".into()), TimeDelta::hours(1)).layer(
+        axum::middleware::map_response(move |response: axum::response::Response| {
+            let counted = Arc::clone(&counted);
+            async move {
+                let html = response
+                    .headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+                if html {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                response
+            }
+        }),
+    );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (status, _) = http_get(addr, "/").await;
@@ -726,6 +855,76 @@ async fn the_report_page_draws_every_endpoint_in_a_real_browser() {
         dom.contains(r#"data-series="dead-letter queue""#),
         "the dead-letter queue is drawn"
     );
+    assert!(
+        dom.contains("omsc dead-letters replay 1") && dom.contains("omsc outbox retry 1"),
+        "what waits for a person is listed with its command"
+    );
+
+    // The refresh: on by default, with a control that pauses it.
+    assert!(
+        dom.contains(r#"<meta http-equiv="refresh" content="60">"#),
+        "the page refreshes itself"
+    );
+    assert!(
+        dom.contains(r#"<a id="refresh" href="?since=1h&amp;refresh=off">pause</a>"#),
+        "a control pauses the refresh"
+    );
+    let paused_url = format!("http://{addr}/?since=1h&refresh=off&token=s3cret");
+    let paused = browse(&paused_url, &["--dump-dom".into()]).await;
+    assert!(paused.contains("refresh paused"), "{paused}");
+    assert!(!paused.contains(r#"http-equiv="refresh""#), "{paused}");
+    for span in ["1h", "1d", "7d", "30d"] {
+        assert!(
+            paused.contains(&format!(r#"href="?since={span}&amp;refresh=off""#)),
+            "moving to {span} keeps the pause"
+        );
+    }
+    assert!(paused.contains(r#"<a id="refresh" href="?since=1h">resume</a>"#));
+    // In the browser's own time, two refresh periods: the paused page is not loaded again,
+    // the page that refreshes is.
+    let before = pages.load(Ordering::SeqCst);
+    browse(
+        &paused_url,
+        &["--virtual-time-budget=130000".into(), "--dump-dom".into()],
+    )
+    .await;
+    assert_eq!(
+        pages.load(Ordering::SeqCst) - before,
+        1,
+        "a paused page stays put"
+    );
+    let before = pages.load(Ordering::SeqCst);
+    let refreshing = spawn_browser(
+        &url,
+        &["--virtual-time-budget=130000".into(), "--dump-dom".into()],
+    );
+    wait_until("the page to reload itself", PATIENCE, || async {
+        pages.load(Ordering::SeqCst) - before >= 2
+    })
+    .await;
+    drop(refreshing);
+
+    // On a phone's width, in the browser: nothing scrolls sideways; every table has a
+    // caption and every header cell a scope; in each chart, no two lines share both dash
+    // pattern and marker, and the legend shows each line's.
+    let (_, page) = http_get_with(addr, "/", &[("Authorization", "Bearer s3cret")]).await;
+    let measured = measure_in_browser(&page, 375).await;
+    assert_eq!(
+        measured["inner"], 375,
+        "the window is a phone's: {measured}"
+    );
+    assert!(
+        measured["scroll"].as_i64().unwrap() <= measured["inner"].as_i64().unwrap(),
+        "the page scrolls sideways at 375 px: {measured}"
+    );
+    assert!(measured["tables"].as_i64().unwrap() >= 5, "{measured}");
+    assert_eq!(measured["uncaptioned"], json!([]), "{measured}");
+    assert!(measured["headers"].as_i64().unwrap() >= 30, "{measured}");
+    assert_eq!(measured["unscoped"], json!([]), "{measured}");
+    assert!(measured["charts"].as_i64().unwrap() >= 5, "{measured}");
+    assert!(measured["lines"].as_i64().unwrap() >= 10, "{measured}");
+    assert_eq!(measured["confusable"], json!([]), "{measured}");
+    assert_eq!(measured["unlegended"], json!([]), "{measured}");
 
     let shots = std::env::temp_dir().join(format!("omsc-report-{}.png", rand::random::<u32>()));
     browse(
@@ -815,5 +1014,190 @@ async fn outbox_rows_are_reported_as_outbound_with_their_backlog() {
     .await;
     stop.cancel();
     relay.await.unwrap().unwrap();
+    env.teardown().await;
+}
+
+/// An outbox module whose rows can never become a message: the relay gives each up at once.
+struct Unbuildable;
+
+impl runtime::outbox::OutboxHandler for Unbuildable {
+    fn module(&self) -> &'static str {
+        "probe"
+    }
+
+    async fn build<'a>(
+        &'a self,
+        _client: &'a deadpool_postgres::Client,
+        _row: &'a runtime::outbox::OutboxRow,
+    ) -> Result<runtime::outbox::Built, runtime::outbox::BuildError> {
+        Err(runtime::outbox::BuildError::Invalid(
+            "the order has no lines to export".into(),
+        ))
+    }
+}
+
+/// Runs the command a report shows (`omsc …`) against the environment.
+async fn run_shown(env: &TestEnv, command: &str) -> String {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[0], "omsc", "{command}");
+    let output = tokio::process::Command::new(binary("omsc"))
+        .args(&words[1..])
+        .env("DATABASE_URL", &env.database_url)
+        .env("AMQP_URL", crate::helpers::AMQP_URL)
+        .env("OMSC_PREFIX", &env.prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_report_lists_what_needs_a_person_with_the_command_that_settles_it() {
+    let env = TestEnv::new().await;
+    // A dead letter, as a worker stores it.
+    let worker = env.start_worker_with(&["--notify-errors=false"]).await;
+    let publisher = env.publisher().await;
+    publisher
+        .publish_all([(STOCK, bad_snapshot(), "bad".to_owned())], 1)
+        .await
+        .unwrap();
+    let letter = env.expect_dead_letters(1).await.remove(0);
+    worker.stop().await;
+
+    // An outbox row the relay gives up on, and one nobody has sent for two hours.
+    env.db
+        .batch_execute(
+            "SELECT omsc_outbox_add('probe', 'order.create', '000000042');
+             SELECT omsc_outbox_add('idle', 'return.authorize', 'R-7');",
+        )
+        .await
+        .unwrap();
+    let ids = |module: &'static str| {
+        let db = &env.db;
+        async move {
+            db.query_one("SELECT id FROM outbox WHERE module = $1", &[&module])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (failed, stuck) = (ids("probe").await, ids("idle").await);
+    env.db
+        .execute(
+            "UPDATE outbox SET created_at = now() - interval '2 hours' WHERE id = $1",
+            &[&stuck],
+        )
+        .await
+        .unwrap();
+    let (config, _) = env.flags(&[]);
+    let mut app = runtime::Runtime::build(config).await.unwrap();
+    app.add_outbox_relay(Unbuildable);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let relay = tokio::spawn(app.run_until(async move { token.cancelled().await }));
+    wait_until("the relay to give the row up", PATIENCE, || async {
+        env.db
+            .query_one(
+                "SELECT failed_at IS NOT NULL FROM outbox WHERE id = $1",
+                &[&failed],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    })
+    .await;
+    stop.cancel();
+    relay.await.unwrap().unwrap();
+
+    let replay = format!("omsc dead-letters replay {}", letter.id);
+    let retry_failed = format!("omsc outbox retry {failed}");
+    let retry_stuck = format!("omsc outbox retry --state pending {stuck}");
+
+    // The terminal: each row with its reason and its command.
+    let table = run_omsc(&env, &["report"]).await;
+    assert!(table.contains("open dead letters: 1\n"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains(&replay))
+        .unwrap_or_else(|| panic!("no row with {replay}:\n{table}"));
+    let shown_reason: String = letter.reason.chars().take(40).collect();
+    assert!(row.contains(&shown_reason), "{row}");
+    assert!(row.contains("inventory") && row.contains(STOCK), "{row}");
+    assert!(
+        table.contains("failed or stuck outbox rows: 2\n"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains(&retry_failed) && !l.contains("--state"))
+        .unwrap_or_else(|| panic!("no row with {retry_failed}:\n{table}"));
+    for cell in [
+        "order.create",
+        "000000042",
+        "failed",
+        "the order has no lines",
+    ] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains(&retry_stuck))
+        .unwrap_or_else(|| panic!("no row with {retry_stuck}:\n{table}"));
+    for cell in ["return.authorize", "R-7", "stuck", "2h ago"] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&run_omsc(&env, &["report", "--json"]).await).unwrap();
+    assert_eq!(json["attention"]["dead_letters"][0]["command"], replay);
+    assert_eq!(json["attention"]["outbox_total"], 2);
+
+    // The page, in a browser: the same rows and commands.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = report::serve::router(pool(&env), None, TimeDelta::hours(1));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dom = browse(&format!("http://{addr}/"), &["--dump-dom".into()]).await;
+    let row = |marker: String| {
+        let start = dom
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {marker} in the page"));
+        let rest = &dom[start..];
+        rest[..rest.find("</tr>").unwrap()].to_owned()
+    };
+    let letter_row = row(format!(r#"data-dead-letter="{}""#, letter.id));
+    assert!(
+        letter_row.contains(&format!("<code>{replay}</code>")),
+        "{letter_row}"
+    );
+    assert!(letter_row.contains(&shown_reason), "{letter_row}");
+    let failed_row = row(format!(r#"data-outbox-row="{failed}""#));
+    assert!(
+        failed_row.contains(&format!("<code>{retry_failed}</code>"))
+            && failed_row.contains("the order has no lines to export"),
+        "{failed_row}"
+    );
+    let stuck_row = row(format!(r#"data-outbox-row="{stuck}""#));
+    assert!(
+        stuck_row.contains(&format!("<code>{retry_stuck}</code>")),
+        "{stuck_row}"
+    );
+    server.abort();
+
+    // The commands do what the report says: afterwards nothing waits.
+    for command in [&replay, &retry_failed, &retry_stuck] {
+        run_shown(&env, command).await;
+    }
+    let table = run_omsc(&env, &["report"]).await;
+    assert!(table.contains("open dead letters: none"), "{table}");
+    assert!(
+        table.contains("failed or stuck outbox rows: none"),
+        "{table}"
+    );
     env.teardown().await;
 }

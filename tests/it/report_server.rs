@@ -38,7 +38,7 @@ async fn serve(env: &TestEnv) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let pool = runtime::db::pool(&env.database_url, "omsc-test", 2).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = omsc::report::serve::router(pool, Some(TOKEN.into()), TimeDelta::hours(1));
+    let app = report::serve::router(pool, Some(TOKEN.into()), TimeDelta::hours(1));
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -12,6 +12,10 @@ use crate::sales_support::{OmsInbox, oms_publisher, outcomes, place_all, wait_ex
 
 const ORDER: &str = "BAD-1";
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &str, params: serde_json::Value) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": "x", "method": method, "params": params})
         .to_string()
@@ -32,6 +36,10 @@ fn shipment(items: serde_json::Value) -> Vec<u8> {
     shipment_tracked(items, "T")
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn shipment_tracked(items: serde_json::Value, tracking: &str) -> Vec<u8> {
     envelope(
         methods::SHIPMENT_DONE,
@@ -41,6 +49,10 @@ fn shipment_tracked(items: serde_json::Value, tracking: &str) -> Vec<u8> {
     )
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn update(order: serde_json::Value) -> Vec<u8> {
     envelope(methods::UPDATED, json!({ "order": order }))
 }

@@ -211,7 +211,7 @@ async fn an_inventory_worker_reads_the_sources_at_start_without_waiting_for_the_
     // Ready (consuming) while the bus is still away: the sync does not hold the consumer.
     let worker = env
         .start_runtime(&[], |app| {
-            inventory::install_with_bus(app, &inventory_config, Some(&bus_config)).unwrap()
+            inventory::install_with_bus(app, &inventory_config, Some(&bus_config)).unwrap();
         })
         .await;
     wait_until("a first attempt at the bus", PATIENCE, || async {

@@ -169,7 +169,7 @@ impl Drop for PgServer {
             self.run(
                 "pg_ctl",
                 &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
-            )
+            );
         });
         let _ = std::fs::remove_dir_all(&self.dir);
     }

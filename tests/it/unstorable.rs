@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{DeadLetter, TestEnv, Worker};
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &str, params: Value) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": "x", "method": method, "params": params})
         .to_string()

@@ -46,6 +46,58 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// The test process that made a queue or exchange, from its prefix
+/// (`it{epoch}_{pid}_{n}_{random}.`, [`TestEnv::new`]).
+fn test_pid(name: &str) -> Option<u32> {
+    let tag = name.strip_prefix("it")?.split('.').next()?;
+    tag.split('_').nth(1)?.parse().ok()
+}
+
+/// Deletes the queues and exchanges of test runs that were killed before their teardown.
+/// A broker restarted with hundreds of them left over spends minutes recovering them (once,
+/// longer than any patience here); a test process that is still alive keeps its own.
+async fn forget_what_dead_test_runs_left() {
+    let listed = |what: &str| -> Vec<String> {
+        let output = std::process::Command::new("rabbitmqctl")
+            .args(["-q", what, "name", "--no-table-headers"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "rabbitmqctl {what}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|name| test_pid(name).is_some_and(|pid| !process_alive(pid)))
+            .map(str::to_owned)
+            .collect()
+    };
+    let connection = helpers::amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queues = listed("list_queues");
+    for queue in &queues {
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+    let exchanges = listed("list_exchanges");
+    for exchange in &exchanges {
+        channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+    if !queues.is_empty() || !exchanges.is_empty() {
+        eprintln!(
+            "deleted {} queues and {} exchanges left by test runs that were killed",
+            queues.len(),
+            exchanges.len()
+        );
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Three worker processes of the inventory module on one environment, with their HTTP ports.
 struct Fleet {
     workers: Vec<(tokio::process::Child, std::net::SocketAddr)>,
@@ -109,6 +161,7 @@ async fn wait_for_model(env: &TestEnv, storm: &Storm) {
 
 #[tokio::test]
 async fn a_broker_restart_mid_stream_loses_nothing_and_every_replica_recovers() {
+    forget_what_dead_test_runs_left().await;
     let env = TestEnv::new().await;
     let storm = storm(21);
     let deliveries = storm.deliveries(21, true, 0.1);
@@ -182,4 +235,15 @@ async fn a_database_restart_mid_stream_loses_nothing_and_every_replica_recovers(
     );
     fleet.stop().await;
     env.teardown().await;
+}
+
+#[test]
+fn a_test_prefix_names_its_process() {
+    assert_eq!(
+        test_pid("it1764480000_4242_3_beef.connector.sales.dead"),
+        Some(4242)
+    );
+    assert_eq!(test_pid("it1764480000_4242_3_beef.oms.events"), Some(4242));
+    assert_eq!(test_pid("connector.sales"), None);
+    assert_eq!(test_pid("itinerary"), None);
 }

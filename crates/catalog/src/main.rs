@@ -19,8 +19,5 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::telemetry::init(cli.runtime.log_format);
-    let mut app = runtime::Runtime::build(cli.runtime).await?;
-    catalog::install(&mut app, &cli.catalog)?;
-    app.run_until(runtime::shutdown_signal()).await
+    runtime::serve(cli.runtime, |app| catalog::install(app, &cli.catalog)).await
 }

@@ -52,7 +52,7 @@ pub async fn method(
 }
 
 /// "Carrier - Method", as checkout shows it; either alone when the other is empty.
-fn display_title(carrier: String, method: String) -> String {
+fn display_title(carrier: &str, method: &str) -> String {
     match (carrier.trim(), method.trim()) {
         ("", m) => m.to_owned(),
         (c, "") => c.to_owned(),
@@ -69,7 +69,7 @@ mod tests {
         assert_eq!(parse_subject(&subject("ups", "GND")), Some(("ups", "GND")));
         assert_eq!(parse_subject("ups/a/b"), Some(("ups", "a/b")));
         assert_eq!(parse_subject("nothing"), None);
-        assert_eq!(display_title("UPS".into(), "Ground".into()), "UPS - Ground");
-        assert_eq!(display_title("".into(), "Ground".into()), "Ground");
+        assert_eq!(display_title("UPS", "Ground"), "UPS - Ground");
+        assert_eq!(display_title("", "Ground"), "Ground");
     }
 }

@@ -30,6 +30,13 @@ pub struct GatewayConfig {
     /// again in place, keeping its subject's order, before it takes the retry queues.
     #[arg(long, env = "OMSC_GATEWAY_HOLD_SECS", default_value_t = 600.0)]
     pub hold_secs: f64,
+
+    /// Calls to the bus in flight at once, all subjects together. Each subject's messages
+    /// still go one after the other; this bounds the connections to the bus and the memory
+    /// they hold when a backlog of many subjects is drained (a prefetch of 1,000 subjects
+    /// would otherwise open 1,000 connections at once).
+    #[arg(long, env = "OMSC_GATEWAY_BUS_CONCURRENCY", default_value_t = 64)]
+    pub bus_concurrency: usize,
 }
 
 impl GatewayConfig {

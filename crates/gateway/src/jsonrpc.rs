@@ -1,8 +1,9 @@
 //! What the bus POSTs, read just enough to route it: a JSON-RPC request or a batch of them.
 //! The bytes of each request are kept as they came: they are what the broker carries.
 
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 /// JSON-RPC error codes the gateway answers with.
 pub mod codes {
@@ -96,13 +97,46 @@ fn not_a_request(id: Value) -> Invalid {
     }
 }
 
+/// The members of a request the gateway reads; the params stay unparsed (the modules parse
+/// them), so a request costs one pass over its bytes beyond the envelope.
+#[derive(Deserialize)]
+struct Members<'a> {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// `Some` for a member that is there, even as `null` (which is not an object of params).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// What kind of JSON value `raw` is, from its first byte.
+fn raw_kind(raw: &RawValue) -> &'static str {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
 fn request(raw: &RawValue) -> Result<Request<'_>, Invalid> {
-    let Ok(object) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(not_a_request(Value::Null));
+    }
+    let Ok(members) = serde_json::from_str::<Members<'_>>(raw.get()) else {
+        // An object that does not read as one request (a member twice, say).
         return Err(not_a_request(Value::Null));
     };
-    let id = object.get("id").cloned().unwrap_or(Value::Null);
-    let method = match object.get("method") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+    let id = members.id;
+    let method = match members.method {
+        Some(Value::String(m)) if !m.trim().is_empty() => m,
         Some(Value::String(_)) => {
             return Err(invalid(id, codes::INVALID_REQUEST, "method is empty"));
         }
@@ -110,7 +144,7 @@ fn request(raw: &RawValue) -> Result<Request<'_>, Invalid> {
             return Err(invalid(
                 id,
                 codes::INVALID_REQUEST,
-                &format!("method must be a string, not {}", kind(other)),
+                &format!("method must be a string, not {}", kind(&other)),
             ));
         }
         None => {
@@ -130,15 +164,17 @@ fn request(raw: &RawValue) -> Result<Request<'_>, Invalid> {
             &format!("method {method:?} is not a method name"),
         ));
     }
-    match object.get("params") {
-        None | Some(Value::Object(_)) => {}
-        Some(other) => {
-            return Err(invalid(
-                id,
-                codes::INVALID_PARAMS,
-                &format!("params of {method} must be an object, not {}", kind(other)),
-            ));
-        }
+    if let Some(params) = members.params
+        && raw_kind(params) != "an object"
+    {
+        return Err(invalid(
+            id,
+            codes::INVALID_PARAMS,
+            &format!(
+                "params of {method} must be an object, not {}",
+                raw_kind(params)
+            ),
+        ));
     }
     Ok(Request {
         raw: raw.get(),
@@ -221,6 +257,14 @@ mod tests {
         assert_eq!(params.code, codes::INVALID_PARAMS);
         assert!(params.message.contains("an array"), "{}", params.message);
         assert!(single(r#"{"id":"3","method":"a b"}"#).is_err());
+        for (params, kind) in [("null", "null"), ("\"x\"", "a string"), ("-1", "a number")] {
+            let refused =
+                single(&format!(r#"{{"id":"4","method":"m","params":{params}}}"#)).unwrap_err();
+            assert_eq!(refused.code, codes::INVALID_PARAMS);
+            assert!(refused.message.ends_with(kind), "{}", refused.message);
+        }
+        let twice = single(r#"{"id":"5","method":"m","method":"n"}"#).unwrap_err();
+        assert_eq!(twice.code, codes::INVALID_REQUEST);
     }
 
     #[test]

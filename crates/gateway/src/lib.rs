@@ -60,15 +60,15 @@ pub fn install(runtime: &mut Runtime, config: &GatewayConfig) -> anyhow::Result<
         let client = Arc::new(
             bus::BusClient::new(&config.bus)
                 .context("setting up the HTTP client for the bus")?
-                .observe({
-                    let metrics = metrics.clone();
-                    move |status| metrics.http("outbound", status)
-                }),
+                .observe(move |status| metrics.http("outbound", status)),
         );
         runtime.shared().stats.add_module(outbound::MODULE);
-        let hold = config.hold();
+        let limits = outbound::Limits {
+            hold: config.hold(),
+            concurrent_calls: config.bus_concurrency.max(1),
+        };
         runtime.add_service("gateway outbound", move |shared, shutdown| {
-            outbound::run(shared, client, hold, shutdown)
+            outbound::run(shared, client, limits, shutdown)
         });
     } else {
         tracing::warn!(

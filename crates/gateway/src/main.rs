@@ -18,9 +18,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::telemetry::init(cli.runtime.log_format);
-    let mut app = runtime::Runtime::build(cli.runtime).await?;
-    let installed = gateway::install(&mut app, &cli.gateway)?;
-    tracing::info!(http = %app.http_addr(), bus = %installed.inbound_addr, "omsc-gateway starting");
-    app.run_until(runtime::shutdown_signal()).await
+    runtime::serve(cli.runtime, |app| {
+        let installed = gateway::install(app, &cli.gateway)?;
+        tracing::info!(http = %app.http_addr(), bus = %installed.inbound_addr, "omsc-gateway starting");
+        Ok(())
+    })
+    .await
 }

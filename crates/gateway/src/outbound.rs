@@ -8,7 +8,8 @@
 //! registration) go through one lane, one after the other, in delivery order; lanes run
 //! side by side. A cancellation therefore never overtakes its order's creation, while a
 //! slow answer about one order never holds up the others. Each message is acknowledged on
-//! its own once settled; the prefetch bounds what is held.
+//! its own once settled; the prefetch bounds what is held, and `OMSC_GATEWAY_BUS_CONCURRENCY`
+//! how many lanes call the bus at once (and so the connections to it).
 //!
 //! Settling a message:
 //! - taken by the bus: acknowledged (the registration's answer is stored first);
@@ -40,7 +41,7 @@ use runtime::backoff::Backoff;
 use runtime::incoming::{ATTEMPT_HEADER, Incoming, ROUTING_KEY_HEADER, header_string, header_u32};
 use runtime::topology::Topology;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Answer, BusClient};
@@ -90,12 +91,22 @@ pub fn subject_of(method: &str, message_id: Option<&str>, body: &[u8]) -> String
     }
 }
 
+/// How long a lane holds a message for an unavailable bus, and how many lanes call at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub hold: Duration,
+    pub concurrent_calls: usize,
+}
+
 /// What the lanes share.
 struct Context {
     shared: Shared,
     client: Arc<BusClient>,
     publisher: Publisher,
     hold: Duration,
+    /// One permit per call in flight; a lane waits for one only while it calls, never
+    /// while it backs off from an unavailable bus.
+    calls: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -103,14 +114,14 @@ struct Context {
 pub async fn run(
     shared: Shared,
     client: Arc<BusClient>,
-    hold: Duration,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
     shared.health.register(MODULE);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     while !shutdown.is_cancelled() {
         let started = Instant::now();
-        match session(&shared, &client, hold, &shutdown).await {
+        match session(&shared, &client, limits, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 if started.elapsed() > HEALTHY_SESSION {
@@ -140,7 +151,7 @@ enum LaneEvent {
 async fn session(
     shared: &Shared,
     client: &Arc<BusClient>,
-    hold: Duration,
+    limits: Limits,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let config = &shared.config;
@@ -148,7 +159,7 @@ async fn session(
     let connection = amqp::connect(&config.amqp_url, &name)
         .await
         .context("connecting to the broker")?;
-    let result = consume(shared, client, hold, &connection, shutdown).await;
+    let result = consume(shared, client, limits, &connection, shutdown).await;
     if connection.status().connected() {
         let _ = amqp::within("closing", connection.close(200, "session ends".into())).await;
     }
@@ -158,7 +169,7 @@ async fn session(
 async fn consume(
     shared: &Shared,
     client: &Arc<BusClient>,
-    hold: Duration,
+    limits: Limits,
     connection: &lapin::Connection,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -204,7 +215,8 @@ async fn consume(
         shared: shared.clone(),
         client: client.clone(),
         publisher,
-        hold,
+        hold: limits.hold,
+        calls: Arc::new(Semaphore::new(limits.concurrent_calls.max(1))),
         shutdown: lane_stop.clone(),
     });
     let (events, mut settled) = mpsc::unbounded_channel::<LaneEvent>();
@@ -398,11 +410,16 @@ impl Context {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut said = false;
         loop {
-            let failure = match self
-                .client
-                .call_with_headers(path, body.clone(), trace)
-                .await
-            {
+            let answer = {
+                let _permit = tokio::select! {
+                    () = self.shutdown.cancelled() => return None,
+                    permit = self.calls.acquire() => permit.ok()?,
+                };
+                self.client
+                    .call_with_headers(path, body.clone(), trace)
+                    .await
+            };
+            let failure = match answer {
                 Ok(Answer::Taken(result)) => match self.after_taken(method, &result).await {
                     Ok(()) => {
                         if said {
@@ -507,10 +524,10 @@ impl Context {
             .message(MODULE, incoming.endpoint, settle.outcome(), took, None);
         match settle {
             Settle::Dead(reason) => {
-                tracing::warn!(module = MODULE, endpoint = incoming.endpoint, %reason, "dead-lettered")
+                tracing::warn!(module = MODULE, endpoint = incoming.endpoint, %reason, "dead-lettered");
             }
             Settle::Retry(reason) => {
-                tracing::info!(module = MODULE, endpoint = incoming.endpoint, %reason, "will retry")
+                tracing::info!(module = MODULE, endpoint = incoming.endpoint, %reason, "will retry");
             }
             Settle::Sent => {}
         }

@@ -21,8 +21,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::telemetry::init(cli.runtime.log_format);
-    let mut app = runtime::Runtime::build(cli.runtime).await?;
-    inventory::install_with_bus(&mut app, &cli.inventory, Some(&cli.bus))?;
-    app.run_until(runtime::shutdown_signal()).await
+    runtime::serve(cli.runtime, |app| {
+        inventory::install_with_bus(app, &cli.inventory, Some(&cli.bus))
+    })
+    .await
 }

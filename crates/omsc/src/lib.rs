@@ -1,3 +1,3 @@
 //! The operator CLI's library half: what `omsc` does that tests and benchmarks also use.
 
-pub mod report;
+pub mod modules;

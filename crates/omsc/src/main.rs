@@ -5,6 +5,7 @@ mod catalog_export;
 mod dead_letters;
 mod outbox_cmd;
 mod registration;
+mod report_cmd;
 mod returns_cmd;
 mod settings;
 // Only in a build with the `simulate` feature: production builds (the image) carry no
@@ -19,6 +20,7 @@ mod topology_cmd;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use omsc::modules::{self, Module};
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +52,7 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
-        args: omsc::report::ReportArgs,
+        args: report_cmd::ReportArgs,
     },
     #[cfg(feature = "simulate")]
     /// Publish realistic OMS traffic (for demos and load tests) and verify the end state.
@@ -188,50 +190,6 @@ struct RunArgs {
     gateway: gateway::GatewayConfig,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Module {
-    Inventory,
-    Sales,
-    Postsales,
-    Catalog,
-}
-
-const ALL_MODULES: &[Module] = &[
-    Module::Inventory,
-    Module::Sales,
-    Module::Postsales,
-    Module::Catalog,
-];
-
-/// Adds `module` to a runtime; with `bus` (the OMS talks through its service bus), the
-/// inventory module reads the sources from it at start.
-fn install(
-    app: &mut runtime::Runtime,
-    module: Module,
-    inventory_config: &inventory::InventoryConfig,
-    catalog_config: &catalog::CatalogConfig,
-    bus: Option<&bus_client::BusConfig>,
-) -> anyhow::Result<()> {
-    match module {
-        Module::Inventory => inventory::install_with_bus(app, inventory_config, bus),
-        Module::Sales => sales::install(app),
-        Module::Postsales => postsales::install(app),
-        Module::Catalog => catalog::install(app, catalog_config),
-    }
-}
-
-impl Module {
-    /// The module's queue (its name and bindings), for `omsc topology`.
-    fn queue(self) -> runtime::QueueSpec {
-        match self {
-            Module::Inventory => inventory::QUEUE,
-            Module::Sales => sales::QUEUE,
-            Module::Postsales => postsales::QUEUE,
-            Module::Catalog => catalog::QUEUE,
-        }
-    }
-}
-
 /// Exit status of a command that failed. 1 is a command's "no" (not sellable, not verified),
 /// 2 an error, as clap's own usage errors are.
 const EXIT_ERROR: u8 = 2;
@@ -268,14 +226,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Aggregates { db, command } => aggregates::run(&db.database_url, command).await,
         Command::Report { db, args } => {
             runtime::telemetry::init(runtime::config::LogFormat::Text);
-            omsc::report::run(&db.database_url, args).await
+            report_cmd::run(&db.database_url, args).await
         }
         Command::Settings { db, command } => settings::run(&db.database_url, command).await,
         Command::Returns { db, command } => returns_cmd::run(&db.database_url, command).await,
         #[cfg(feature = "simulate")]
         Command::Simulate { command } => simulate_cmd::run(command).await,
         Command::Topology { command } => {
-            let queues: Vec<_> = ALL_MODULES.iter().map(|m| m.queue()).collect();
+            let queues: Vec<_> = modules::ALL.iter().map(|m| m.queue()).collect();
             topology_cmd::run(command, &queues)
         }
         Command::DeadLetters {
@@ -305,16 +263,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let modules: &[Module] = if args.all || args.modules.is_empty() {
-        ALL_MODULES
+        modules::ALL
     } else {
         &args.modules
     };
     runtime::telemetry::init(args.runtime.log_format);
     let mut app = runtime::Runtime::build(args.runtime).await?;
     for module in modules {
-        install(
+        module.install(
             &mut app,
-            *module,
             &args.inventory,
             &args.catalog,
             Some(&args.gateway.bus),
@@ -335,7 +292,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     config.http_addr = ([127, 0, 0, 1], 0).into();
     let mut app = runtime::Runtime::build(config).await?;
     for module in &args.modules {
-        install(&mut app, *module, &args.inventory, &args.catalog, None)?;
+        module.install(&mut app, &args.inventory, &args.catalog, None)?;
     }
     registration::register(&args.runtime, app.modules()).await
 }

@@ -4,8 +4,6 @@
 //! their release, one credit memo per credit note with the store credit it gives back.
 
 pub mod authorize;
-#[cfg(test)]
-mod boundaries;
 pub mod duplicates;
 mod handler;
 pub mod refunds;

@@ -17,8 +17,5 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::telemetry::init(cli.runtime.log_format);
-    let mut app = runtime::Runtime::build(cli.runtime).await?;
-    postsales::install(&mut app)?;
-    app.run_until(runtime::shutdown_signal()).await
+    runtime::serve(cli.runtime, postsales::install).await
 }

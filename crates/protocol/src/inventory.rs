@@ -249,6 +249,10 @@ pub fn validate_sku(value: Option<Scalar>, limits: &Limits) -> Result<String, Re
 
 /// A stock source (warehouse, store) as the OMS describes it (`magento.inventory.source`).
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "the OMS's own flags of a source, as the specification has them"
+)]
 pub struct Source {
     pub id: String,
     pub name: Option<String>,

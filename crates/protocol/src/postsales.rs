@@ -765,6 +765,10 @@ mod tests {
 
     use super::*;
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "called with json! values built at the call"
+    )]
     fn raw(v: serde_json::Value) -> Box<RawValue> {
         RawValue::from_string(v.to_string()).unwrap()
     }

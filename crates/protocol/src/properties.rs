@@ -73,8 +73,8 @@ proptest! {
                               "created_on": "2026-01-01T00:00:00Z", "stock": [entry]});
         let plain = parse_stock_snapshot(&raw(&json!({"snapshot": snapshot})), StockScope::Aggregate, &Limits::default()).unwrap();
 
-        let mut noisy_entry = entry.clone();
-        let mut noisy_snapshot = snapshot.clone();
+        let mut noisy_entry = entry;
+        let mut noisy_snapshot = snapshot;
         for (k, v) in &extra {
             noisy_entry[k] = v.clone();
             noisy_snapshot[k] = v.clone();

@@ -724,6 +724,10 @@ pub fn parse_attributes_update(
 mod tests {
     use super::*;
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "called with json! values built at the call"
+    )]
     fn raw(v: serde_json::Value) -> Box<RawValue> {
         RawValue::from_string(v.to_string()).unwrap()
     }
@@ -869,7 +873,7 @@ mod tests {
         let mut no_city = full.clone();
         no_city["city"] = serde_json::json!("");
         assert!(refused(no_city).contains("city"));
-        let mut country = full.clone();
+        let mut country = full;
         country["country_code"] = serde_json::json!("Germany");
         assert!(refused(country).contains("two-letter"));
         let none = parse_shipping_address_update(&raw(serde_json::json!({

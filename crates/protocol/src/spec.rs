@@ -126,7 +126,7 @@ impl Spec {
                     ));
                 }
                 Some(v) => {
-                    self.check_value(&format!("{path}.{name}"), &field.field_type, v, problems)
+                    self.check_value(&format!("{path}.{name}"), &field.field_type, v, problems);
                 }
             }
         }

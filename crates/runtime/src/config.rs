@@ -11,6 +11,10 @@ use clap::{Args, ValueEnum};
 /// `Debug` hides the passwords of the connection URLs: a configuration printed in a log or an
 /// error never carries a secret.
 #[derive(Clone, Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line settings, each its own switch"
+)]
 pub struct RuntimeConfig {
     /// PostgreSQL connection URL of the commerce database (`sslmode` is honoured).
     #[arg(
@@ -175,6 +179,12 @@ pub struct ConsumeConfig {
     pub drain_timeout_secs: u64,
 }
 
+/// After the drain timeout, how long the runtime still waits for its tasks to close their
+/// channels and connections before it gives up on them.
+pub const STOP_MARGIN: Duration = Duration::from_secs(2);
+/// Longest the last statistics flush may take at shutdown, once the tasks stopped.
+pub const LAST_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 impl ConsumeConfig {
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
@@ -182,6 +192,13 @@ impl ConsumeConfig {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// Longest a process takes from SIGTERM to its exit: the drain, the margin for the
+    /// tasks to stop, the last statistics flush. A pod's `terminationGracePeriodSeconds`
+    /// must be above it (`make deploy-check` checks the manifests against the same sum).
+    pub fn shutdown_budget(&self) -> Duration {
+        self.drain_timeout() + STOP_MARGIN + LAST_FLUSH_LIMIT
     }
 
     pub fn limits(&self) -> protocol::Limits {
@@ -436,6 +453,18 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("postgres://app:***@db/omsc"), "{printed}");
+    }
+
+    #[test]
+    fn the_deploy_check_allows_for_the_whole_shutdown() {
+        // The manifests' grace period is checked against the drain time plus this margin
+        // (scripts/deploy_check.py); it must be the runtime's own.
+        let check = include_str!("../../../scripts/deploy_check.py");
+        let margin = (STOP_MARGIN + LAST_FLUSH_LIMIT).as_secs();
+        assert!(
+            check.contains(&format!("\nRUNTIME_SHUTDOWN_MARGIN_SECS = {margin}\n")),
+            "scripts/deploy_check.py must say RUNTIME_SHUTDOWN_MARGIN_SECS = {margin}"
+        );
     }
 
     #[test]

@@ -370,7 +370,7 @@ impl Runtime {
         }
         token.cancel();
         tracker.close();
-        let drain = self.shared.config.consume.drain_timeout() + Duration::from_secs(2);
+        let drain = self.shared.config.consume.drain_timeout() + config::STOP_MARGIN;
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
@@ -378,10 +378,10 @@ impl Runtime {
         // ran when the start was refused).
         if refused.is_none() {
             let flush = self.shared.stats.flush(&self.shared.pool);
-            match tokio::time::timeout(Duration::from_secs(5), flush).await {
+            match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the last statistics could not be written")
+                    tracing::warn!(error = %e, "the last statistics could not be written");
                 }
                 Err(_) => tracing::warn!("the last statistics could not be written in time"),
             }
@@ -411,7 +411,7 @@ fn stats_tasks(shared: &Shared, queues: Vec<(&'static str, QueueSpec)>) -> Vec<S
             let config = shared.config.stats.clone();
             Box::pin(stats::run_flusher(
                 shared.stats.clone(),
-                shared.pool.clone(),
+                shared.pool,
                 config,
                 beat,
                 shutdown,
@@ -497,6 +497,19 @@ async fn watch_database(shared: Shared, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// A worker binary's whole life: logging as configured, the runtime, the module(s) that
+/// `install` adds, then running until SIGTERM or Ctrl-C. Every `omsc-*` worker's `main` is
+/// its flags and this.
+pub async fn serve(
+    config: RuntimeConfig,
+    install: impl FnOnce(&mut Runtime) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    let mut app = Runtime::build(config).await?;
+    install(&mut app)?;
+    app.run_until(shutdown_signal()).await
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

@@ -100,7 +100,7 @@ impl OutboxHandler for ErrorNotifier {
             letter.get(1),
             letter.get(2),
             letter.get(3),
-            letter.get(4),
+            letter.get::<_, &[u8]>(4),
             letter.get::<_, i32>(5).try_into().unwrap_or(usize::MAX),
         );
         let message_id = format!("error-{id}");
@@ -139,12 +139,12 @@ fn notification(
     endpoint: Option<String>,
     message_id: Option<String>,
     reason: String,
-    body: Vec<u8>,
+    body: &[u8],
     body_bytes: usize,
 ) -> Notify {
     let topic = routing_key
         .or(endpoint.filter(|e| e.starts_with("magento.")))
-        .or_else(|| body_method(&body))
+        .or_else(|| body_method(body))
         .unwrap_or_else(|| "unknown".to_owned());
     let (payload, message) = if body_bytes > PAYLOAD_LIMIT || body.len() > PAYLOAD_LIMIT {
         let text = String::from_utf8_lossy(&body[..PAYLOAD_LIMIT.min(body.len())]);
@@ -158,7 +158,7 @@ fn notification(
         );
         (text, note)
     } else {
-        (String::from_utf8_lossy(&body).into_owned(), reason)
+        (String::from_utf8_lossy(body).into_owned(), reason)
     };
     Notify {
         topic,
@@ -251,7 +251,7 @@ mod tests {
             Some("magento.sales.order_management.updated".into()),
             Some("m-1".into()),
             "params have no \"order\"".into(),
-            body.to_vec(),
+            body,
             body.len(),
         );
         assert_eq!(n.topic, "magento.sales.order_management.updated");
@@ -259,18 +259,11 @@ mod tests {
         assert_eq!(n.message, "params have no \"order\"");
         assert_eq!(n.payload.as_bytes(), body);
         // Stored in its minimal form: the body still names the method.
-        let n = notification(None, None, None, "r".into(), body.to_vec(), body.len());
+        let n = notification(None, None, None, "r".into(), body, body.len());
         assert_eq!(n.topic, "magento.sales.order_management.updated");
         assert_eq!(n.delivery_id, None);
         // Nothing says: a closed label, not an empty string.
-        let n = notification(
-            None,
-            Some("unparsed".into()),
-            None,
-            "r".into(),
-            b"{".to_vec(),
-            1,
-        );
+        let n = notification(None, Some("unparsed".into()), None, "r".into(), b"{", 1);
         assert_eq!(n.topic, "unknown");
     }
 
@@ -278,10 +271,10 @@ mod tests {
     fn a_large_body_is_cut_at_a_character_and_the_message_says_so() {
         let mut body = vec![b'a'; PAYLOAD_LIMIT - 1];
         body.extend_from_slice("é and more".as_bytes());
-        let n = notification(None, None, None, "too big".into(), body.clone(), body.len());
+        let n = notification(None, None, None, "too big".into(), &body, body.len());
         assert_eq!(n.payload.len(), PAYLOAD_LIMIT - 1);
         // As loaded: the head of the body and its size.
-        let head = body[..PAYLOAD_LIMIT].to_vec();
+        let head = &body[..PAYLOAD_LIMIT];
         let loaded = notification(None, None, None, "too big".into(), head, body.len());
         assert_eq!(loaded.payload, n.payload);
         assert_eq!(loaded.message, n.message);

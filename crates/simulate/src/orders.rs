@@ -433,6 +433,10 @@ pub struct LineState {
     pub payment_date: DateTime<Utc>,
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &'static str, id: String, params: Value) -> OmsMessage {
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
         .to_string()

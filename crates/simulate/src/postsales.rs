@@ -232,6 +232,10 @@ pub fn refund(
     )
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &'static str, id: String, params: Value) -> OmsMessage {
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
         .to_string()

@@ -3,13 +3,18 @@
 //! Each line is drawn as one `<polyline>` per run of consecutive values (a period without a
 //! value, such as a latency where nothing arrived, breaks the line), tagged with
 //! `data-series`, so a test can count the points drawn.
+//!
+//! Lines are told apart by more than their colour (which a reader may not see, or a
+//! printout lose): each line of a chart has its own dash pattern and its own point marker
+//! ([`STYLES`]), and the legend draws a sample of both beside the name.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use runtime::stats::Resolution;
 
-use super::format_seconds;
+use crate::format_seconds;
+use crate::html::esc;
 
 const WIDTH: f64 = 460.0;
 const HEIGHT: f64 = 170.0;
@@ -17,6 +22,28 @@ const LEFT: f64 = 58.0;
 const RIGHT: f64 = 10.0;
 const TOP: f64 = 22.0;
 const BOTTOM: f64 = 22.0;
+
+/// How the lines of one chart differ besides colour, in the order the lines come: a dash
+/// pattern (`stroke-dasharray`; empty: solid) and the marker drawn at every point (an id of
+/// [`MARKERS`]).
+pub const STYLES: [(&str, &str); 4] = [
+    ("", "m-dot"),
+    ("7 3", "m-square"),
+    ("2 3", "m-triangle"),
+    ("9 3 2 3", "m-diamond"),
+];
+
+/// The point markers, defined once per page (they are referred to by id, so every chart of
+/// the page shares them). Their fill is the line's own colour where the browser supports
+/// `context-stroke`, black otherwise: the shape is what tells them apart.
+pub const MARKERS: &str = concat!(
+    r#"<svg width="0" height="0" style="position:absolute" aria-hidden="true" focusable="false"><defs>"#,
+    r#"<marker id="m-dot" viewBox="0 0 6 6" refX="3" refY="3" markerWidth="5" markerHeight="5" markerUnits="userSpaceOnUse"><circle cx="3" cy="3" r="2.6" fill="context-stroke"/></marker>"#,
+    r#"<marker id="m-square" viewBox="0 0 6 6" refX="3" refY="3" markerWidth="5" markerHeight="5" markerUnits="userSpaceOnUse"><rect x="0.5" y="0.5" width="5" height="5" fill="context-stroke"/></marker>"#,
+    r#"<marker id="m-triangle" viewBox="0 0 6 6" refX="3" refY="3" markerWidth="6" markerHeight="6" markerUnits="userSpaceOnUse"><path d="M3 0 L6 6 L0 6 Z" fill="context-stroke"/></marker>"#,
+    r#"<marker id="m-diamond" viewBox="0 0 6 6" refX="3" refY="3" markerWidth="6" markerHeight="6" markerUnits="userSpaceOnUse"><path d="M3 0 L6 3 L3 6 L0 3 Z" fill="context-stroke"/></marker>"#,
+    "</defs></svg>"
+);
 
 /// What the values of a chart are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +77,9 @@ impl Chart {
         let _ = write!(
             svg,
             r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{}" data-periods="{n}" xmlns="http://www.w3.org/2000/svg">"#,
-            super::page::esc(&self.label)
+            esc(&self.label)
         );
-        let _ = write!(svg, "<title>{}</title>", super::page::esc(&self.label));
+        let _ = write!(svg, "<title>{}</title>", esc(&self.label));
         let top = self
             .lines
             .iter()
@@ -101,20 +128,25 @@ impl Chart {
                 );
             }
         }
-        // Legend.
+        // Legend: a sample of each line (its colour, dashes and marker), then its name.
         let mut lx = LEFT;
-        for line in &self.lines {
+        for (i, line) in self.lines.iter().enumerate() {
+            let (dashes, marker) = STYLES[i % STYLES.len()];
             let _ = write!(
                 svg,
-                r#"<rect x="{lx:.1}" y="6" width="10" height="10" fill="{}"/><text x="{:.1}" y="15" class="legend">{}</text>"#,
-                line.color,
-                lx + 13.0,
-                line.name
+                r#"<g class="key" data-legend="{name}"><polyline points="{:.1},11 {:.1},11 {:.1},11" fill="none" stroke="{color}" stroke-width="1.6" stroke-dasharray="{dashes}" marker-mid="url(#{marker})"/><text x="{:.1}" y="15" class="legend">{name}</text></g>"#,
+                lx,
+                lx + 9.0,
+                lx + 18.0,
+                lx + 22.0,
+                name = esc(line.name),
+                color = line.color,
             );
-            lx += 20.0 + 7.0 * line.name.len() as f64;
+            lx += 30.0 + 6.0 * line.name.len() as f64;
         }
-        // Lines: one polyline per run of values.
-        for line in &self.lines {
+        // Lines: one polyline per run of values, a marker at each point.
+        for (i, line) in self.lines.iter().enumerate() {
+            let (dashes, marker) = STYLES[i % STYLES.len()];
             let mut run: Vec<(f64, f64)> = Vec::new();
             let flush = |run: &mut Vec<(f64, f64)>, svg: &mut String| {
                 if run.is_empty() {
@@ -126,15 +158,17 @@ impl Chart {
                     .collect();
                 let _ = write!(
                     svg,
-                    r#"<polyline data-series="{}" points="{}" fill="none" stroke="{}" stroke-width="1.6" stroke-linejoin="round"/>"#,
-                    line.name,
+                    r#"<polyline data-series="{}" points="{}" fill="none" stroke="{}" stroke-width="1.6" stroke-linejoin="round" stroke-dasharray="{dashes}" marker-start="url(#{marker})" marker-mid="url(#{marker})" marker-end="url(#{marker})"/>"#,
+                    esc(line.name),
                     points.join(" "),
                     line.color
                 );
+                // A lone value has no segment to stroke; browsers differ on whether its
+                // markers show, so a dot of the line's colour marks it in any case.
                 if let [(px, py)] = run.as_slice() {
                     let _ = write!(
                         svg,
-                        r#"<circle cx="{px:.1}" cy="{py:.1}" r="2" fill="{}"/>"#,
+                        r#"<circle cx="{px:.1}" cy="{py:.1}" r="1.5" fill="{}"/>"#,
                         line.color
                     );
                 }
@@ -216,7 +250,22 @@ mod tests {
         };
         let svg = chart.render();
         assert_eq!(svg.matches(r#"<polyline data-series="p95""#).count(), 2);
+        assert!(
+            svg.contains(r#"data-legend="p95""#),
+            "the legend names the line"
+        );
         assert!(svg.contains(r#"data-periods="5""#));
         assert!(svg.contains("10:00") && svg.contains("10:04"));
+    }
+
+    #[test]
+    fn every_line_of_a_chart_has_its_own_dashes_and_marker() {
+        let mut seen: Vec<(&str, &str)> = STYLES.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), STYLES.len());
+        for (_, marker) in STYLES {
+            assert!(MARKERS.contains(&format!(r#"<marker id="{marker}""#)));
+        }
     }
 }

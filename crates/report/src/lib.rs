@@ -1,10 +1,14 @@
-//! `omsc report`: the system report. Per endpoint, how many messages, how many failed, how long
-//! they took (average, p50, p95, p99) and when one was last seen, over a window; as a terminal
-//! table, as JSON for scripts, or as a web page with the history in charts.
+//! The system report. Per endpoint, how many messages, how many failed, how long they took
+//! (average, p50, p95, p99) and when one was last seen, over a window; as a terminal table,
+//! as JSON for scripts, or as a web page with the history in charts (`serve`), which
+//! `omsc report` prints or serves.
 //!
-//! Everything is read from the statistics the workers flush (`runtime::stats`), so the report
-//! covers every replica of every module, and works while the workers are down.
+//! Everything is read from the database: the statistics the workers flush (`runtime::stats`),
+//! so the report covers every replica of every module and works while the workers are down;
+//! and what waits for a person (`attention`: open dead letters, failed or stuck outbox rows).
 
+pub mod attention;
+pub mod html;
 pub mod page;
 pub mod serve;
 pub mod svg;
@@ -14,37 +18,13 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use clap::Args;
 use runtime::stats::query::{
     self, EndpointSeries, EndpointSummary, GaugeLatest, GaugeSeries, Registration, Window,
     WorkerRow,
 };
 use serde::Serialize;
 
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// How far back: `90s`, `15m`, `1h`, `24h`, `7d`, `30d` …
-    #[arg(long, default_value = "1h", value_parser = parse_span)]
-    pub since: TimeDelta,
-    /// Print JSON instead of a table.
-    #[arg(long, conflicts_with = "serve")]
-    pub json: bool,
-    /// Serve the report as a web page (with charts) instead of printing it.
-    #[arg(long)]
-    pub serve: bool,
-    /// Where `--serve` listens. Only this machine by default: put it behind a proxy, or set
-    /// a token, before opening it wider.
-    #[arg(long, env = "OMSC_REPORT_LISTEN", default_value = "127.0.0.1:9465")]
-    pub listen: SocketAddr,
-    /// A bearer token `--serve` requires (`Authorization: Bearer …`, or `?token=…` in a
-    /// browser).
-    #[arg(long, env = "OMSC_REPORT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Serve on an address other machines reach (`--listen 0.0.0.0:9465`) without a token:
-    /// refused unless this is set (behind a proxy that authenticates, say).
-    #[arg(long, env = "OMSC_REPORT_ALLOW_WITHOUT_TOKEN")]
-    pub allow_without_token: bool,
-}
+pub use crate::attention::Attention;
 
 /// What the table and the JSON show.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +41,8 @@ pub struct Report {
     /// The connector's registration with the OMS; `None`: not registered (no table, or none
     /// of its rows).
     pub registration: Option<Registration>,
+    /// The open dead letters and the failed or stuck outbox rows, with what settles each.
+    pub attention: Attention,
 }
 
 /// The history the page draws besides the report.
@@ -89,6 +71,9 @@ impl Report {
         let registration = query::registration(client)
             .await
             .context("reading the registration")?;
+        let attention = Attention::load(client, now)
+            .await
+            .context("reading the open dead letters and the failed outbox rows")?;
         Ok(Self {
             generated_at: now,
             since: format_span(since),
@@ -97,6 +82,7 @@ impl Report {
             levels,
             workers,
             registration,
+            attention,
         })
     }
 
@@ -134,33 +120,6 @@ impl History {
                 .context("reading level history")?,
         })
     }
-}
-
-/// Runs `omsc report`.
-pub async fn run(database_url: &str, args: ReportArgs) -> anyhow::Result<()> {
-    if args.serve {
-        let token = args.token.filter(|t| !t.is_empty());
-        check_exposure(args.listen, token.as_deref(), args.allow_without_token)?;
-        let pool = runtime::db::pool(database_url, "omsc-report", 4)?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let shown = listener.local_addr()?;
-        println!("serving the system report on http://{shown}/ (Ctrl-C stops)");
-        let app = serve::router(pool, token, args.since);
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(runtime::shutdown_signal())
-            .await
-            .context("serving the report");
-    }
-    let client = runtime::db::connect(database_url, "omsc-report").await?;
-    let report = Report::load(&client, args.since, Utc::now()).await?;
-    if args.json {
-        println!("{}", text::json(&report)?);
-    } else {
-        print!("{}", text::table(&report));
-    }
-    Ok(())
 }
 
 /// Refuses to serve beyond this machine without a token (unless told to, then warns), and

@@ -18,7 +18,8 @@ use chrono::{TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use serde::Deserialize;
 
-use super::{History, Report, page, parse_span, text};
+use crate::page::Refresh;
+use crate::{History, Report, page, parse_span, text};
 
 #[derive(Clone)]
 struct AppState {
@@ -31,6 +32,8 @@ struct AppState {
 struct Params {
     since: Option<String>,
     token: Option<String>,
+    /// `off` pauses the page's refresh (`page::Refresh`).
+    refresh: Option<String>,
 }
 
 /// `/` (the page) and `/report.json`, both taking `?since=1h|1d|7d|30d|…`.
@@ -77,15 +80,16 @@ async fn html(
         if let Some(token) = &state.token {
             // Authorised, so the `?token=` was the configured token: that is what the cookie
             // carries, never the request's own text.
-            return keep_token_in_a_cookie(token, params.since.as_deref());
+            return keep_token_in_a_cookie(token, &params);
         }
-        return without_the_token(params.since.as_deref());
+        return without_the_token(&params);
     }
+    let refresh = Refresh::from_query(params.refresh.as_deref());
     let built = async {
         let client = state.pool.get().await?;
         let report = Report::load(&client, since, Utc::now()).await?;
         let history = History::load(&client, &report.window).await?;
-        anyhow::Ok(page::render(&report, &history))
+        anyhow::Ok(page::render(&report, &history, refresh))
     }
     .await;
     match built {
@@ -154,8 +158,8 @@ const COOKIE: &str = "omsc_report_token";
 
 /// Answers a `?token=` request with the same page without it, the configured token in a
 /// cookie (replacing whatever cookie the browser had).
-fn keep_token_in_a_cookie(configured: &str, since: Option<&str>) -> Response {
-    let mut response = without_the_token(since);
+fn keep_token_in_a_cookie(configured: &str, params: &Params) -> Response {
+    let mut response = without_the_token(params);
     // A token that is not a header value cannot become one; the page then asks again.
     if let Ok(cookie) = HeaderValue::from_str(&format!(
         "{COOKIE}={configured}; HttpOnly; SameSite=Strict; Path=/"
@@ -165,12 +169,16 @@ fn keep_token_in_a_cookie(configured: &str, since: Option<&str>) -> Response {
     response
 }
 
-/// A redirect to the same page without `?token=`.
-fn without_the_token(since: Option<&str>) -> Response {
-    let location = match since {
+/// A redirect to the same page without `?token=` (with the span and the pause asked for).
+fn without_the_token(params: &Params) -> Response {
+    let mut location = match params.since.as_deref() {
         Some(span) if span.bytes().all(|b| b.is_ascii_alphanumeric()) => format!("./?since={span}"),
         _ => "./".to_owned(),
     };
+    if Refresh::from_query(params.refresh.as_deref()) == Refresh::Paused {
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(Refresh::PAUSE);
+    }
     (
         StatusCode::SEE_OTHER,
         [
