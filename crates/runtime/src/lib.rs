@@ -375,18 +375,21 @@ impl Runtime {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
         // The consumers have acknowledged their last batches: flush their statistics (none
-        // ran when the start was refused).
-        if refused.is_none() {
-            let flush = self.shared.stats.flush(&self.shared.pool);
-            match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the last statistics could not be written");
+        // ran when the start was refused) and, at the same time and within the same limit,
+        // the last spans.
+        let statistics = async {
+            if refused.is_none() {
+                let flush = self.shared.stats.flush(&self.shared.pool);
+                match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the last statistics could not be written");
+                    }
+                    Err(_) => tracing::warn!("the last statistics could not be written in time"),
                 }
-                Err(_) => tracing::warn!("the last statistics could not be written in time"),
             }
-        }
-        trace::flush(Duration::from_secs(5)).await;
+        };
+        tokio::join!(statistics, trace::flush(config::LAST_FLUSH_LIMIT));
         http_stop.cancel();
         let _ = http.await;
         refused.map_or(Ok(()), Err)
