@@ -22,6 +22,8 @@ pub struct Call {
     pub body: Value,
     pub raw: Vec<u8>,
     pub authorization: Option<String>,
+    /// The W3C trace context the call carried.
+    pub traceparent: Option<String>,
     /// HTTP status the bus answered.
     pub status: u16,
 }
@@ -270,6 +272,10 @@ async fn answer(
         body: parsed,
         raw: body.to_vec(),
         authorization,
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         status: status.as_u16(),
     });
     (

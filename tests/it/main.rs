@@ -53,4 +53,5 @@ mod sources_sync;
 mod startup;
 mod stock;
 mod tls;
+mod tracing;
 mod unstorable;

@@ -18,11 +18,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use runtime::config::Secret;
+use runtime::https::HttpsConnector;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::BusConfig;
-use crate::connector::BusConnector;
 
 /// How much of a body is quoted in a reason.
 const QUOTE: usize = 300;
@@ -48,7 +48,7 @@ pub struct Unavailable(pub String);
 pub type ResponseObserver = Arc<dyn Fn(u16) + Send + Sync>;
 
 pub struct BusClient {
-    client: Client<BusConnector, Full<Bytes>>,
+    client: Client<HttpsConnector, Full<Bytes>>,
     base: String,
     timeout: Duration,
     oauth: Option<OAuth>,
@@ -73,7 +73,7 @@ impl BusClient {
     /// A client of the bus at `config.oms_url`; fails on a CA file that cannot be read.
     pub fn new(config: &BusConfig) -> anyhow::Result<Self> {
         let base = config.oms_url.trim().trim_end_matches('/').to_owned();
-        let connector = BusConnector::new(config.oms_ca_file.as_deref())?;
+        let connector = HttpsConnector::new(config.oms_ca_file.as_deref())?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -134,12 +134,24 @@ impl BusClient {
 
     /// POSTs a JSON-RPC request to `path` and reads the answer.
     pub async fn call(&self, path: &str, body: Bytes) -> Result<Answer, Unavailable> {
+        self.call_with_headers(path, body, &[]).await
+    }
+
+    /// [`Self::call`] with more request headers (the message's trace context).
+    pub async fn call_with_headers(
+        &self,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, String)],
+    ) -> Result<Answer, Unavailable> {
         let token = self.token(false).await?;
-        let (status, reply) = self.post(path, body.clone(), token.as_deref()).await?;
+        let (status, reply) = self
+            .post(path, body.clone(), token.as_deref(), headers)
+            .await?;
         if status == StatusCode::UNAUTHORIZED && self.oauth.is_some() {
             // The token expired early or was revoked: one more try with a fresh one.
             let token = self.token(true).await?;
-            let (status, reply) = self.post(path, body, token.as_deref()).await?;
+            let (status, reply) = self.post(path, body, token.as_deref(), headers).await?;
             return classify(status, &reply);
         }
         classify(status, &reply)
@@ -150,6 +162,7 @@ impl BusClient {
         path: &str,
         body: Bytes,
         token: Option<&str>,
+        headers: &[(&str, String)],
     ) -> Result<(StatusCode, Bytes), Unavailable> {
         let url = self.url(path);
         let mut request = Request::builder()
@@ -157,6 +170,9 @@ impl BusClient {
             .uri(&url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }

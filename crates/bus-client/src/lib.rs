@@ -10,7 +10,6 @@
 
 mod client;
 pub mod config;
-mod connector;
 
 pub use client::{Answer, BusClient, ResponseObserver, Unavailable, classify};
 pub use config::BusConfig;

@@ -27,6 +27,7 @@ use runtime::amqp::{self, OPERATION_TIMEOUT};
 use runtime::backoff::Backoff;
 use runtime::health::Beat;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::ExportMetrics;
 use crate::products;
@@ -268,7 +269,10 @@ impl Exporter {
                 Ok(None)
             }
         };
-        let (published, next) = tokio::join!(self.publish(&run.id, chunk), next);
+        // Each chunk is a span; its messages carry its context when spans are exported.
+        let span = tracing::info_span!("export chunk", run = %run.id, products = chunk.len());
+        let publishing = self.publish(&run.id, chunk).instrument(span);
+        let (published, next) = tokio::join!(publishing, next);
         let published = published?;
         let client = self.shared.pool.get().await?;
         let advanced = client
@@ -321,6 +325,7 @@ impl Exporter {
         let exchange = self.shared.topology.commerce_exchange();
         let mut unconfirmed: VecDeque<PublisherConfirm> = VecDeque::with_capacity(CONFIRM_WINDOW);
         let mut published = 0;
+        let headers = runtime::trace::headers(&tracing::Span::current());
         for (sku, product) in chunk {
             let product = match product {
                 Ok(product) => product,
@@ -339,6 +344,14 @@ impl Exporter {
                 }
             };
             let body = product.to_message(&message_id);
+            let mut properties = BasicProperties::default()
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(amqp_message_id)
+                .with_app_id(ShortString::from("oms-connector"))
+                .with_delivery_mode(2);
+            if let Some(headers) = &headers {
+                properties = properties.with_headers(headers.clone());
+            }
             let publish = channel.basic_publish(
                 ShortString::from(exchange.as_str()),
                 ShortString::from(methods::PRODUCT_UPDATED),
@@ -347,11 +360,7 @@ impl Exporter {
                     ..BasicPublishOptions::default()
                 },
                 &body,
-                BasicProperties::default()
-                    .with_content_type(ShortString::from("application/json"))
-                    .with_message_id(amqp_message_id)
-                    .with_app_id(ShortString::from("oms-connector"))
-                    .with_delivery_mode(2),
+                properties,
             );
             let confirm = amqp::within("publishing", publish).await;
             let confirm = match confirm {

@@ -138,6 +138,9 @@ async fn post(inbound: &Inbound, request: Request) -> Response {
     if declared.is_some_and(|n| n > inbound.max_body as u64) {
         return too_large(inbound.max_body);
     }
+    // The bus's trace context, carried onto what is published (`trace::amqp_from_http`).
+    let trace = runtime::trace::amqp_from_http(&parts.headers);
+    let trace = &trace;
     let body = match read_body(body, inbound.max_body, inbound.read_timeout).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -160,7 +163,7 @@ async fn post(inbound: &Inbound, request: Request) -> Response {
             reply(StatusCode::BAD_REQUEST, &rpc_error(&invalid))
         }
         Ok(RpcBody::Single(Ok(request))) => {
-            let taken = inbound.take(&request, started).await;
+            let taken = inbound.take(&request, trace, started).await;
             match taken {
                 Taken::Unavailable(_) => unavailable(&request.id),
                 _ => reply(StatusCode::OK, &taken.answer(&request.id)),
@@ -171,7 +174,7 @@ async fn post(inbound: &Inbound, request: Request) -> Response {
             let answers = futures::future::join_all(elements.iter().map(|element| async {
                 match element {
                     Ok(request) => {
-                        let taken = inbound.take(request, started).await;
+                        let taken = inbound.take(request, trace, started).await;
                         (taken.answer(&request.id), taken.is_unavailable())
                     }
                     Err(invalid) => {
@@ -238,9 +241,9 @@ impl Taken {
 }
 
 impl Inbound {
-    async fn take(&self, request: &RpcRequest<'_>, started: Instant) -> Taken {
+    async fn take(&self, request: &RpcRequest<'_>, trace: &FieldTable, started: Instant) -> Taken {
         let endpoint = endpoint_label(&request.method);
-        let taken = self.publish(request).await;
+        let taken = self.publish(request, trace).await;
         let outcome = match &taken {
             Taken::Published => "applied",
             Taken::Unrouted(_) => "dead",
@@ -253,16 +256,19 @@ impl Inbound {
         taken
     }
 
-    async fn publish(&self, request: &RpcRequest<'_>) -> Taken {
+    async fn publish(&self, request: &RpcRequest<'_>, trace: &FieldTable) -> Taken {
         let publisher = match self.broker.publisher().await {
             Ok(publisher) => publisher,
             Err(e) => return Taken::Unavailable(format!("broker unavailable: {e:#}")),
         };
         let exchange = self.shared.topology.oms_exchange();
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_message_id(ShortString::from(request.message_id()))
             .with_app_id(ShortString::from("oms-service-bus"));
+        if !trace.inner().is_empty() {
+            properties = properties.with_headers(trace.clone());
+        }
         let published = publisher
             .publish(
                 &exchange,
@@ -307,7 +313,8 @@ impl Inbound {
         properties: BasicProperties,
         reason: &str,
     ) -> Result<(), PublishError> {
-        let mut headers = FieldTable::default();
+        // The request's own headers (its trace context) stay on its dead letter.
+        let mut headers = properties.headers().clone().unwrap_or_default();
         let mut text = |key: &str, value: &str| {
             headers.insert(
                 ShortString::from(key),

@@ -367,8 +367,10 @@ impl Context {
                 delivery.data.len()
             ))
         } else {
+            // The message's trace context goes to the bus with it.
+            let trace = runtime::trace::http_from_amqp(&headers);
             match self
-                .send(endpoint, Bytes::from(delivery.data.clone()))
+                .send(endpoint, Bytes::from(delivery.data.clone()), &trace)
                 .await
             {
                 Some(settle) => settle,
@@ -397,7 +399,12 @@ impl Context {
     }
 
     /// Calls the bus, holding the message while the bus is unavailable. `None`: stopping.
-    async fn send(&self, method: &'static str, body: Bytes) -> Option<Settle> {
+    async fn send(
+        &self,
+        method: &'static str,
+        body: Bytes,
+        trace: &[(&str, String)],
+    ) -> Option<Settle> {
         let path = path_of(method);
         let held_since = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -408,7 +415,9 @@ impl Context {
                     () = self.shutdown.cancelled() => return None,
                     permit = self.calls.acquire() => permit.ok()?,
                 };
-                self.client.call(path, body.clone()).await
+                self.client
+                    .call_with_headers(path, body.clone(), trace)
+                    .await
             };
             let failure = match answer {
                 Ok(Answer::Taken(result)) => match self.after_taken(method, &result).await {

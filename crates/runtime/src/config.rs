@@ -182,7 +182,8 @@ pub struct ConsumeConfig {
 /// After the drain timeout, how long the runtime still waits for its tasks to close their
 /// channels and connections before it gives up on them.
 pub const STOP_MARGIN: Duration = Duration::from_secs(2);
-/// Longest the last statistics flush may take at shutdown, once the tasks stopped.
+/// Longest the last statistics flush (and, at the same time, the last spans' export) may
+/// take at shutdown, once the tasks stopped.
 pub const LAST_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 impl ConsumeConfig {

@@ -40,6 +40,7 @@ use crate::host::host_name;
 use crate::incoming::Incoming;
 use crate::prefetch::PrefetchGovernor;
 use crate::topology::QueueSpec;
+use crate::trace;
 
 /// A session that lasted this long resets the reconnection backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -508,9 +509,20 @@ impl<H: Handler> Session<H> {
 
 /// The span of one batch, around its apply, its retries and dead letters and its
 /// acknowledgement: every log line of the batch carries its module, queue and size. The
-/// message ids are said once, at debug level (a batch holds up to thousands of them).
+/// message ids are said once, at debug level (a batch holds up to thousands of them). When
+/// spans are exported, it continues the traces its messages carry (`trace::continue_from`).
 fn batch_span<M>(module: &'static str, queue: &str, batch: &[Incoming<M>]) -> tracing::Span {
     let span = tracing::info_span!("batch", module, queue, messages = batch.len());
+    // Lazy: the headers are read only when spans are exported.
+    trace::continue_from(
+        &span,
+        batch.iter().filter_map(|m| {
+            m.properties
+                .headers()
+                .as_ref()
+                .and_then(trace::remote_context)
+        }),
+    );
     tracing::debug!(
         parent: &span,
         message_ids = ?batch

@@ -21,6 +21,7 @@ pub mod handler;
 pub mod health;
 mod host;
 pub mod http;
+pub mod https;
 pub mod incoming;
 pub mod metrics;
 pub mod notify;
@@ -35,6 +36,7 @@ mod storable;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -128,6 +130,10 @@ impl Runtime {
     pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
         // A malformed URL is refused here, before anything waits on it.
         amqp::check_url(&config.amqp_url)?;
+        // So is a trace exporter asked for but not possible (`telemetry::init` read it).
+        if let Some(reason) = trace::refused() {
+            anyhow::bail!("cannot export traces: {reason}");
+        }
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
         metrics::register_process(&registry).context("registering the process metrics")?;
@@ -369,17 +375,21 @@ impl Runtime {
             tracing::warn!("tasks did not stop within {drain:?}");
         }
         // The consumers have acknowledged their last batches: flush their statistics (none
-        // ran when the start was refused).
-        if refused.is_none() {
-            let flush = self.shared.stats.flush(&self.shared.pool);
-            match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the last statistics could not be written");
+        // ran when the start was refused) and, at the same time and within the same limit,
+        // the last spans.
+        let statistics = async {
+            if refused.is_none() {
+                let flush = self.shared.stats.flush(&self.shared.pool);
+                match tokio::time::timeout(config::LAST_FLUSH_LIMIT, flush).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the last statistics could not be written");
+                    }
+                    Err(_) => tracing::warn!("the last statistics could not be written in time"),
                 }
-                Err(_) => tracing::warn!("the last statistics could not be written in time"),
             }
-        }
+        };
+        tokio::join!(statistics, trace::flush(config::LAST_FLUSH_LIMIT));
         http_stop.cancel();
         let _ = http.await;
         refused.map_or(Ok(()), Err)

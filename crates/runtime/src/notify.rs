@@ -18,7 +18,7 @@
 //! that no module consumes was answered with a JSON-RPC error at once and is not notified
 //! again.
 
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use protocol::common::{Notify, methods};
 use serde_json::Value;
 
@@ -58,7 +58,8 @@ pub fn notifies(
 /// carries (a body of 50 MB read whole would stay in the pooled connection's read buffer).
 const LOAD: &str = "
     SELECT routing_key, endpoint, message_id, reason,
-           substring(body FROM 1 FOR $2::int), octet_length(body)
+           substring(body FROM 1 FOR $2::int), octet_length(body),
+           headers->>'traceparent', headers->>'tracestate'
       FROM dead_letters
      WHERE id = $1";
 
@@ -103,11 +104,30 @@ impl OutboxHandler for ErrorNotifier {
             letter.get::<_, i32>(5).try_into().unwrap_or(usize::MAX),
         );
         let message_id = format!("error-{id}");
-        Ok(Built::Message(Outgoing {
+        let outgoing = Outgoing {
             method: methods::NOTIFY.to_owned(),
             body: notify.to_message(&message_id),
             message_id,
-        }))
+        };
+        // The notification belongs to the trace of the message it reports, when that one
+        // carried a valid context.
+        let mut trace = FieldTable::default();
+        for (name, value) in [
+            (
+                crate::trace::TRACEPARENT,
+                letter.get::<_, Option<String>>(6),
+            ),
+            (crate::trace::TRACESTATE, letter.get(7)),
+        ] {
+            if let Some(value) = value {
+                trace.insert(name.into(), AMQPValue::LongString(value.into()));
+            }
+        }
+        if crate::trace::remote_context(&trace).is_some() {
+            Ok(Built::InTrace(outgoing, trace))
+        } else {
+            Ok(Built::Message(outgoing))
+        }
     }
 }
 

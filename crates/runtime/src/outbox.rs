@@ -20,14 +20,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use lapin::BasicProperties;
-use lapin::types::ShortString;
+use lapin::types::{FieldTable, ShortString};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::Shared;
 use crate::amqp::{self, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::db::{DbFailure, classify};
 use crate::health::Beat;
+use crate::trace;
 
 /// How long a row is retried before it is marked failed.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(48 * 3600);
@@ -69,6 +71,10 @@ pub struct Outgoing {
 #[derive(Debug)]
 pub enum Built {
     Message(Outgoing),
+    /// A message about another one, published with that one's trace headers (`traceparent`,
+    /// `tracestate`) instead of the round's: an error notification continues the trace of
+    /// the message it reports, exporter or not.
+    InTrace(Outgoing, FieldTable),
     /// Nothing to send any more (what the row was about is gone); the row is settled.
     Nothing,
 }
@@ -289,8 +295,20 @@ impl<H: OutboxHandler> Relay<H> {
         if rows.is_empty() {
             return Ok(0);
         }
+        // A round that sends something is a span (one that finds nothing due is not: the
+        // relay polls every second), and what it publishes carries its context.
+        let span = tracing::info_span!("outbox round", module, rows = rows.len());
+        self.send(&client, rows).instrument(span).await
+    }
+
+    /// Builds, publishes and settles the claimed `rows`.
+    async fn send(
+        &mut self,
+        client: &deadpool_postgres::Client,
+        mut rows: Vec<OutboxRow>,
+    ) -> Result<usize, RoundError> {
+        let module = self.handler.module();
         // Claimed rows are in id order; they are published in that order.
-        let mut rows = rows;
         rows.sort_by_key(|r| r.id);
         // Built one after another (a build may write what it exported, on this connection),
         // then published together: the round waits for the broker's confirms once, not once
@@ -299,7 +317,7 @@ impl<H: OutboxHandler> Relay<H> {
         let mut built = Vec::with_capacity(rows.len());
         for row in &rows {
             // A module's bug in building one row fails that row, not the relay.
-            let building = std::panic::AssertUnwindSafe(self.handler.build(&client, row));
+            let building = std::panic::AssertUnwindSafe(self.handler.build(client, row));
             let built_row = match building.catch_unwind().await {
                 Ok(result) => result,
                 Err(panic) => Err(BuildError::Invalid(format!(
@@ -317,24 +335,27 @@ impl<H: OutboxHandler> Relay<H> {
                 Err(BuildError::NotYet(reason)) => Err(Settle::Retry(reason)),
                 Err(BuildError::Invalid(reason)) => Err(Settle::Fail(reason)),
                 Ok(Built::Nothing) => Err(Settle::Nothing),
-                Ok(Built::Message(outgoing)) => Ok(outgoing),
+                Ok(Built::Message(outgoing)) => Ok((outgoing, None)),
+                Ok(Built::InTrace(outgoing, trace)) => Ok((outgoing, Some(trace))),
             };
             built.push(outcome);
         }
         let publisher = self.publisher().await;
+        let headers = trace::headers(&tracing::Span::current());
         let this = &*self;
         let publishes = built.into_iter().map(|outcome| {
             let publisher = &publisher;
+            let headers = headers.clone();
             async move {
-                let outgoing = match outcome {
-                    Ok(outgoing) => outgoing,
+                let (outgoing, headers) = match outcome {
+                    Ok((outgoing, own)) => (outgoing, own.or(headers)),
                     Err(settle) => return (settle, None),
                 };
                 let publisher = match publisher {
                     Ok(publisher) => publisher,
                     Err(e) => return (Settle::Retry(format!("broker: {e}")), None),
                 };
-                match this.publish(publisher, &outgoing).await {
+                match this.publish(publisher, &outgoing, headers).await {
                     Ok(()) => (Settle::Sent(outgoing.message_id), None),
                     // The same row builds the same message id again: fail it now, with the
                     // reason, and let the rows behind it go out.
@@ -358,7 +379,7 @@ impl<H: OutboxHandler> Relay<H> {
             if broker_error.is_none() {
                 broker_error = error;
             }
-            self.settle(&client, row, outcome).await?;
+            self.settle(client, row, outcome).await?;
         }
         if let Some(e) = broker_error {
             self.publisher = None;
@@ -371,22 +392,23 @@ impl<H: OutboxHandler> Relay<H> {
         Ok(rows.len())
     }
 
+    /// Publishes one message, with `headers` (the round's trace context) when there are any.
     async fn publish(
         &self,
         publisher: &Publisher,
         outgoing: &Outgoing,
+        headers: Option<FieldTable>,
     ) -> Result<(), PublishError> {
         let exchange = self.shared.topology.commerce_exchange();
+        let mut properties = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(amqp::short_string("message id", &outgoing.message_id)?)
+            .with_app_id(ShortString::from("oms-connector"));
+        if let Some(headers) = headers {
+            properties = properties.with_headers(headers);
+        }
         publisher
-            .publish(
-                &exchange,
-                &outgoing.method,
-                &outgoing.body,
-                BasicProperties::default()
-                    .with_content_type(ShortString::from("application/json"))
-                    .with_message_id(amqp::short_string("message id", &outgoing.message_id)?)
-                    .with_app_id(ShortString::from("oms-connector")),
-            )
+            .publish(&exchange, &outgoing.method, &outgoing.body, properties)
             .await
     }
 

@@ -326,16 +326,17 @@ async fn publish(
     message_id: &str,
     body: Vec<u8>,
 ) -> Result<(), String> {
+    let mut properties = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(message_id))
+        .with_app_id(ShortString::from("oms-connector"));
+    // A registration the bus's activation asked for is published within that message's
+    // batch, and continues its trace.
+    if let Some(headers) = crate::trace::headers(&tracing::Span::current()) {
+        properties = properties.with_headers(headers);
+    }
     publisher
-        .publish(
-            &topology.commerce_exchange(),
-            method,
-            &body,
-            BasicProperties::default()
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(message_id))
-                .with_app_id(ShortString::from("oms-connector")),
-        )
+        .publish(&topology.commerce_exchange(), method, &body, properties)
         .await
         .map_err(|e| e.to_string())
 }

@@ -1,5 +1,6 @@
-//! How the HTTP client reaches the bus: TCP, and TLS for `https://` with the rustls (ring)
-//! the broker and database connections use, so the process carries one TLS stack.
+//! How the connector's HTTP clients (the service bus's, the trace exporter's) reach their
+//! server: TCP, and TLS for `https://` with the rustls (ring) the broker and database
+//! connections use, so the process carries one TLS stack.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,16 +21,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Plain TCP for `http://`, TLS over it for `https://` (the host name is always checked).
 #[derive(Clone)]
-pub struct BusConnector {
+pub struct HttpsConnector {
     http: HttpConnector,
     tls: TlsConnector,
 }
 
-impl BusConnector {
+impl HttpsConnector {
     /// Trusts the system's CAs, or those of `ca_file` (PEM) when given.
     pub fn new(ca_file: Option<&str>) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = runtime::tls::root_store(ca_file)?;
+        let roots = crate::tls::root_store(ca_file)?;
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
@@ -44,8 +45,8 @@ impl BusConnector {
     }
 }
 
-impl tower_service::Service<Uri> for BusConnector {
-    type Response = TokioIo<BusStream>;
+impl tower_service::Service<Uri> for HttpsConnector {
+    type Response = TokioIo<HttpsStream>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -61,62 +62,62 @@ impl tower_service::Service<Uri> for BusConnector {
         Box::pin(async move {
             let tcp = connecting.await?.into_inner();
             if !https {
-                return Ok(TokioIo::new(BusStream::Plain(tcp)));
+                return Ok(TokioIo::new(HttpsStream::Plain(tcp)));
             }
             let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())?;
             let stream = tls.connect(name, tcp).await?;
-            Ok(TokioIo::new(BusStream::Tls(Box::new(stream))))
+            Ok(TokioIo::new(HttpsStream::Tls(Box::new(stream))))
         })
     }
 }
 
-pub enum BusStream {
+pub enum HttpsStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Connection for BusStream {
+impl Connection for HttpsStream {
     fn connected(&self) -> Connected {
         Connected::new()
     }
 }
 
-impl AsyncRead for BusStream {
+impl AsyncRead for HttpsStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            BusStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            BusStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            HttpsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            HttpsStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for BusStream {
+impl AsyncWrite for HttpsStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            BusStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            BusStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            HttpsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            HttpsStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            BusStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            BusStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            HttpsStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            HttpsStream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            BusStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            BusStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            HttpsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            HttpsStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
