@@ -24,7 +24,10 @@ fn d(cents: i64) -> Decimal {
     Decimal::new(cents, 2)
 }
 
-#[allow(clippy::needless_pass_by_value, reason = "called with json! values built at the call")]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called with json! values built at the call"
+)]
 fn envelope(method: &'static str, id: &str, params: serde_json::Value) -> OmsMessage {
     OmsMessage {
         method,

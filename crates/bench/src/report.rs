@@ -153,6 +153,23 @@ impl Report {
                 met: p99 <= 20.0,
             });
         }
+        if let (Some(o), Some(delta)) = (&self.orders, &self.delta) {
+            let delta = delta.messages_per_sec();
+            let applied = o.lifecycle_rate / delta;
+            v.push(Verdict {
+                what: "Order-lifecycle messages applied vs the DELTA stream (one worker)",
+                target: "≥ 0.20 ×".into(),
+                measured: format!("{applied:.2} ×"),
+                met: applied >= 0.2,
+            });
+            let exported = o.export_rate / delta;
+            v.push(Verdict {
+                what: "Orders exported with confirms vs the DELTA stream",
+                target: "≥ 0.10 ×".into(),
+                measured: format!("{exported:.3} ×"),
+                met: exported >= 0.1,
+            });
+        }
         if let (Some(p), Some(delta)) = (&self.postsales, &self.delta) {
             let ratio = p.rate / delta.messages_per_sec();
             v.push(Verdict {
