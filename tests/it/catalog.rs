@@ -4,13 +4,12 @@
 
 use clap::Parser;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use protocol::catalog::methods;
 use protocol::spec::spec;
 use serde_json::{Value, json};
 
-use crate::helpers::{PATIENCE, TestEnv, Worker, amqp, wait_until};
+use crate::helpers::{PATIENCE, TestEnv, Worker, wait_until};
 
 #[derive(Parser)]
 struct CatalogFlags {
@@ -33,34 +32,7 @@ pub async fn start_catalog(env: &TestEnv, extra: &[&str]) -> Worker {
 
 /// A queue on the commerce exchange bound to `pattern`, as the OMS would bind one.
 pub async fn commerce_inbox(env: &TestEnv, pattern: &str) -> (lapin::Connection, lapin::Consumer) {
-    let connection = amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    let queue = format!("{}oms.inbox.{}", env.prefix, rand::random::<u32>());
-    runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
-        .declare_oms_listener(
-            &channel,
-            &queue,
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            pattern,
-        )
-        .await
-        .unwrap();
-    channel
-        .basic_qos(2_000, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "oms".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, _, consumer) = crate::helpers::oms_listener(env, pattern, Some(2_000)).await;
     (connection, consumer)
 }
 

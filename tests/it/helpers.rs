@@ -512,3 +512,44 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A queue on the commerce exchange bound to `pattern`, as the OMS would bind one: exclusive
+/// to this connection, consumed at once (tag `oms`), with `prefetch` deliveries in hand when
+/// given. The channel stays usable (a test may publish on it).
+pub async fn oms_listener(
+    env: &TestEnv,
+    pattern: &str,
+    prefetch: Option<u16>,
+) -> (Connection, lapin::Channel, lapin::Consumer) {
+    let connection = amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}oms.inbox.{}", env.prefix, rand::random::<u32>());
+    runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
+        .declare_oms_listener(
+            &channel,
+            &queue,
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            pattern,
+        )
+        .await
+        .unwrap();
+    if let Some(prefetch) = prefetch {
+        channel
+            .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+            .await
+            .unwrap();
+    }
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "oms".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (connection, channel, consumer)
+}

@@ -2,12 +2,11 @@
 //! `commerce.events`, in order per subject, coalesced, kept while no queue takes them.
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use runtime::outbox::{BuildError, Built, OutboxHandler, OutboxRow, Outgoing};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{PATIENCE, TestEnv, amqp, binary, wait_until};
+use crate::helpers::{PATIENCE, TestEnv, binary, wait_until};
 
 struct Probe;
 
@@ -69,30 +68,7 @@ impl Relay {
 
 /// A queue bound to everything on the commerce exchange, as the OMS would bind one.
 async fn oms_inbox(env: &TestEnv) -> (lapin::Connection, lapin::Consumer) {
-    let connection = amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    let queue = format!("{}oms.inbox", env.prefix);
-    runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
-        .declare_oms_listener(
-            &channel,
-            &queue,
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            "#",
-        )
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "probe".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, _, consumer) = crate::helpers::oms_listener(env, "#", None).await;
     (connection, consumer)
 }
 

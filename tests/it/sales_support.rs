@@ -3,8 +3,7 @@
 //! the sales tables in a form that can be compared between runs.
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use simulate::orders::{self, OmsMessage, SimOrder};
 use simulate::publish::OmsPublisher;
 
@@ -57,30 +56,7 @@ pub struct Sent {
 
 impl OmsInbox {
     pub async fn bind(env: &TestEnv) -> Self {
-        let connection = amqp().await;
-        let channel = connection.create_channel().await.unwrap();
-        let queue = format!("{}oms.inbox", env.prefix);
-        runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum)
-            .declare_oms_listener(
-                &channel,
-                &queue,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                "#",
-            )
-            .await
-            .unwrap();
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "oms".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (connection, _, consumer) = crate::helpers::oms_listener(env, "#", None).await;
         Self {
             _connection: connection,
             consumer,

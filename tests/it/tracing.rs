@@ -16,10 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use protocol::sales::methods;
@@ -159,32 +156,9 @@ impl Sent {
 
 impl Oms {
     async fn connect(env: &TestEnv) -> Self {
-        let connection = amqp().await;
-        let channel = connection.create_channel().await.unwrap();
+        let (connection, channel, inbox) = crate::helpers::oms_listener(env, "#", None).await;
         let topology = runtime::Topology::new(&env.prefix, runtime::config::QueueType::Quorum);
         topology.declare(&channel, &sales::QUEUE).await.unwrap();
-        let queue = format!("{}oms.inbox", env.prefix);
-        topology
-            .declare_oms_listener(
-                &channel,
-                &queue,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                "#",
-            )
-            .await
-            .unwrap();
-        let inbox = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "oms".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
