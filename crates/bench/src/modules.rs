@@ -154,15 +154,7 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     // The OMS answers: every order's lifecycle, in order, waiting in the queue.
     let messages: Vec<_> = generated.iter().flat_map(|o| o.lifecycle()).collect();
     let lifecycle_messages = messages.len();
-    let publisher = scratch.publisher().await?;
-    publisher
-        .publish_all(
-            messages
-                .iter()
-                .map(|m| (m.method, m.body.clone(), m.id.clone())),
-            1024,
-        )
-        .await?;
+    scratch.queue_oms_messages(&messages).await?;
     drop(messages);
     let http = support::free_address()?;
     let worker = scratch.spawn_worker(&binary, &http, &[])?;

@@ -135,15 +135,7 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<Postsales> {
     declare_queue(&scratch).await?;
     let messages: Vec<_> = interleaved(&returns);
     let total = messages.len();
-    let publisher = scratch.publisher().await?;
-    publisher
-        .publish_all(
-            messages
-                .iter()
-                .map(|m| (m.method, m.body.clone(), m.id.clone())),
-            1024,
-        )
-        .await?;
+    scratch.queue_oms_messages(&messages).await?;
     drop(messages);
 
     let http = support::free_address()?;

@@ -67,6 +67,24 @@ impl Scratch {
             .context("connecting the publisher")
     }
 
+    /// Queues `messages` on `oms.events`, confirmed, before a worker starts: the backlog a
+    /// drain scenario measures.
+    pub async fn queue_oms_messages(
+        &self,
+        messages: &[simulate::orders::OmsMessage],
+    ) -> anyhow::Result<()> {
+        self.publisher()
+            .await?
+            .publish_all(
+                messages
+                    .iter()
+                    .map(|m| (m.method, m.body.clone(), m.id.clone())),
+                1024,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Starts the worker binary on this scratch space; `http` is its metrics address.
     pub fn spawn_worker(
         &self,
