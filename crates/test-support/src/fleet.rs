@@ -135,6 +135,14 @@ impl Fleet {
         Ok(stopped)
     }
 
+    /// Messages handled by the oldest running replica (the next to be replaced).
+    pub async fn oldest_messages(&self) -> f64 {
+        match self.replicas.first() {
+            Some(replica) => messages_handled(replica.http).await.unwrap_or(0.0),
+            None => 0.0,
+        }
+    }
+
     /// Messages handled by the running replicas, together.
     pub async fn messages(&self) -> f64 {
         let mut total = 0.0;

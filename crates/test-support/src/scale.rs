@@ -187,6 +187,16 @@ pub async fn rolling_restart(
             result
         };
         let replacing = async {
+            // A replica that is ready has not necessarily committed a batch yet (a loaded
+            // machine may take a while): the SIGTERM waits until the oldest one has, so it
+            // always comes to a replica at work.
+            crate::wait::try_wait_until(
+                "the oldest replica to handle a message",
+                Duration::from_millis(5),
+                crate::fleet::PATIENCE,
+                || async { Ok(fleet.oldest_messages().await > 0.0) },
+            )
+            .await?;
             let depth = loop {
                 let depth = queue_depth(target).await?;
                 if depth > 0 || published.load(std::sync::atomic::Ordering::SeqCst) {
