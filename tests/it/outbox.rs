@@ -30,6 +30,8 @@ impl OutboxHandler for Probe {
             return Ok(Built::Nothing);
         };
         let (payload, hold): (String, bool) = (found.get(0), found.get(1));
+        // A module's bug, as the relay must survive it.
+        assert!(payload != "unbuildable", "the probe cannot build {}", row.subject);
         if hold {
             return Err(BuildError::NotYet(format!("{} is on hold", row.subject)));
         }
@@ -145,6 +147,48 @@ async fn rows_are_published_confirmed_and_marked_sent() {
         .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids[0].starts_with("a-"), "{ids:?}");
+    relay.stop().await;
+    env.teardown().await;
+}
+
+/// A round built together panics on one row: the relay builds that round again row by row, so
+/// the row fails alone, with the panic's words, and the rows beside it go out.
+#[tokio::test]
+async fn a_row_whose_build_panics_fails_alone_and_its_round_goes_out() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let (_connection, mut inbox) = oms_inbox(&env).await;
+    save(&env, "a", "first", false).await;
+    save(&env, "b", "unbuildable", false).await;
+    save(&env, "c", "third", false).await;
+    let relay = start_relay(&env).await;
+    let mut payloads = vec![
+        next_message(&mut inbox).await["payload"].clone(),
+        next_message(&mut inbox).await["payload"].clone(),
+    ];
+    payloads.sort_by_key(ToString::to_string);
+    assert_eq!(payloads, ["first", "third"]);
+    wait_until("the unbuildable row failed", PATIENCE, || async {
+        pending(&env).await == 0
+    })
+    .await;
+    let (failed, reason): (bool, String) = {
+        let row = env
+            .db
+            .query_one(
+                "SELECT failed_at IS NOT NULL, last_error FROM outbox WHERE subject = 'b'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(failed);
+    assert!(
+        reason.contains("building the message failed")
+            && reason.contains("the probe cannot build b"),
+        "{reason}"
+    );
     relay.stop().await;
     env.teardown().await;
 }

@@ -117,6 +117,24 @@ pub trait OutboxHandler: Send + Sync + 'static {
         client: &'a deadpool_postgres::Client,
         row: &'a OutboxRow,
     ) -> impl Future<Output = Result<Built, BuildError>> + Send + 'a;
+
+    /// Builds a round's `rows` (in id order, at most one per subject): one result per row, in
+    /// the same order. The default builds each with [`build`](Self::build); a module whose
+    /// rows read the same tables reads them once for the whole round instead. Should it panic,
+    /// the relay builds the round again row by row, so a bad row fails alone.
+    fn build_round<'a>(
+        &'a self,
+        client: &'a deadpool_postgres::Client,
+        rows: &'a [OutboxRow],
+    ) -> impl Future<Output = Vec<Result<Built, BuildError>>> + Send + 'a {
+        async move {
+            let mut built = Vec::with_capacity(rows.len());
+            for row in rows {
+                built.push(self.build(client, row).await);
+            }
+            built
+        }
+    }
 }
 
 /// The oldest due rows, each the oldest unsettled row of its subject (per-subject FIFO).
@@ -145,12 +163,15 @@ const CLAIM: &str = "
                FOR UPDATE SKIP LOCKED)
     RETURNING o.id, o.topic, o.subject, o.version, o.attempts, o.created_at, o.coalesce_key";
 
-/// Marks a row sent unless a save bumped its version meanwhile (then it goes out again).
+/// Marks rows sent (id, version claimed, message id; no id when there was nothing to send),
+/// one statement for a round, unless a save bumped a row's version meanwhile: then it goes
+/// out again.
 const SETTLE_SENT: &str = "
-    UPDATE outbox
-       SET sent_at = CASE WHEN version = $2 THEN now() END,
-           message_id = $3, claimed_until = NULL, last_error = NULL
-     WHERE id = $1";
+    UPDATE outbox o
+       SET sent_at = CASE WHEN o.version = s.version THEN now() END,
+           message_id = s.message_id, claimed_until = NULL, last_error = NULL
+      FROM unnest($1::bigint[], $2::int4[], $3::text[]) AS s(id, version, message_id)
+     WHERE o.id = s.id";
 
 const RETRY_LATER: &str = "
     UPDATE outbox
@@ -310,21 +331,12 @@ impl<H: OutboxHandler> Relay<H> {
         let module = self.handler.module();
         // Claimed rows are in id order; they are published in that order.
         rows.sort_by_key(|r| r.id);
-        // Built one after another (a build may write what it exported, on this connection),
-        // then published together: the round waits for the broker's confirms once, not once
-        // per row. A round holds at most one row per subject (the claim takes the oldest of
-        // each), so publishing its rows together keeps every subject's order.
+        // Built on this connection (a build may write what it exported), then published
+        // together: the round waits for the broker's confirms once, not once per row. A round
+        // holds at most one row per subject (the claim takes the oldest of each), so
+        // publishing its rows together keeps every subject's order.
         let mut built = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // A module's bug in building one row fails that row, not the relay.
-            let building = std::panic::AssertUnwindSafe(self.handler.build(client, row));
-            let built_row = match building.catch_unwind().await {
-                Ok(result) => result,
-                Err(panic) => Err(BuildError::Invalid(format!(
-                    "building the message failed: {}",
-                    panic_message(panic.as_ref())
-                ))),
-            };
+        for built_row in self.build_round(client, &rows).await {
             let outcome = match built_row {
                 Err(BuildError::Database(e)) if classify(&e) == DbFailure::Unavailable => {
                     return Err(RoundError::Database(e));
@@ -375,12 +387,14 @@ impl<H: OutboxHandler> Relay<H> {
         });
         let settled = futures::future::join_all(publishes).await;
         let mut broker_error = None;
-        for (row, (outcome, error)) in rows.iter().zip(settled) {
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for (outcome, error) in settled {
             if broker_error.is_none() {
                 broker_error = error;
             }
-            self.settle(client, row, outcome).await?;
+            outcomes.push(outcome);
         }
+        self.settle(client, &rows, outcomes).await?;
         if let Some(e) = broker_error {
             self.publisher = None;
             return Err(RoundError::Broker(e));
@@ -412,54 +426,116 @@ impl<H: OutboxHandler> Relay<H> {
             .await
     }
 
+    /// The round's rows built, one result per row; a module's panic while building the
+    /// round is caught, and the round built again row by row, so it fails only its row.
+    async fn build_round(
+        &self,
+        client: &deadpool_postgres::Client,
+        rows: &[OutboxRow],
+    ) -> Vec<Result<Built, BuildError>> {
+        let building = std::panic::AssertUnwindSafe(self.handler.build_round(client, rows));
+        match building.catch_unwind().await {
+            Ok(built) if built.len() == rows.len() => return built,
+            Ok(built) => tracing::error!(
+                module = self.handler.module(),
+                rows = rows.len(),
+                built = built.len(),
+                "a round was built with the wrong number of results; building it row by row"
+            ),
+            Err(panic) => tracing::error!(
+                module = self.handler.module(),
+                panic = panic_message(panic.as_ref()),
+                "building a round panicked; building it row by row"
+            ),
+        }
+        let mut built = Vec::with_capacity(rows.len());
+        for row in rows {
+            let building = std::panic::AssertUnwindSafe(self.handler.build(client, row));
+            built.push(match building.catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => Err(BuildError::Invalid(format!(
+                    "building the message failed: {}",
+                    panic_message(panic.as_ref())
+                ))),
+            });
+        }
+        built
+    }
+
+    /// Settles a round: the rows sent (or with nothing to send) in one statement, then each
+    /// row to retry or fail on its own (they are few, and each is logged with its reason).
     async fn settle(
         &self,
         client: &deadpool_postgres::Client,
+        rows: &[OutboxRow],
+        outcomes: Vec<Settle>,
+    ) -> Result<(), RoundError> {
+        let mut done = (Vec::new(), Vec::new(), Vec::new());
+        let mut counted = Vec::new();
+        let mut later = Vec::new();
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                Settle::Sent(message_id) => {
+                    done.0.push(row.id);
+                    done.1.push(row.version);
+                    done.2.push(Some(message_id));
+                    counted.push((row, "sent"));
+                }
+                Settle::Nothing => {
+                    done.0.push(row.id);
+                    done.1.push(row.version);
+                    done.2.push(None);
+                    counted.push((row, "nothing"));
+                }
+                Settle::Retry(reason) => later.push((row, reason, GiveUp::AfterWindow)),
+                Settle::Fail(reason) => later.push((row, reason, GiveUp::Now)),
+            }
+        }
+        if !done.0.is_empty() {
+            let stmt = client.prepare_cached(SETTLE_SENT).await?;
+            client.execute(&stmt, &[&done.0, &done.1, &done.2]).await?;
+            for (row, outcome) in counted {
+                self.count(row, outcome);
+            }
+        }
+        for (row, reason, give_up) in later {
+            self.retry_later(client, row, &reason, give_up).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts a row back for a later attempt with `reason`, or marks it failed as `give_up`
+    /// says.
+    async fn retry_later(
+        &self,
+        client: &deadpool_postgres::Client,
         row: &OutboxRow,
-        settle: Settle,
+        reason: &str,
+        give_up: GiveUp,
     ) -> Result<(), RoundError> {
         let module = self.handler.module();
-        // Failed now rather than at the end of the retry window.
-        let fail_now = matches!(settle, Settle::Fail(_));
-        match settle {
-            Settle::Sent(message_id) => {
-                let stmt = client.prepare_cached(SETTLE_SENT).await?;
-                client
-                    .execute(&stmt, &[&row.id, &row.version, &message_id])
-                    .await?;
-                self.count(row, "sent");
-            }
-            Settle::Nothing => {
-                let stmt = client.prepare_cached(SETTLE_SENT).await?;
-                client
-                    .execute(&stmt, &[&row.id, &row.version, &None::<String>])
-                    .await?;
-                self.count(row, "nothing");
-            }
-            Settle::Retry(reason) | Settle::Fail(reason) => {
-                let delay = retry_delay(row.attempts);
-                let stmt = client.prepare_cached(RETRY_LATER).await?;
-                let failed: bool = client
-                    .query_one(
-                        &stmt,
-                        &[
-                            &row.id,
-                            &reason,
-                            &delay.as_secs_f64(),
-                            &fail_now,
-                            &RETRY_WINDOW.as_secs_f64(),
-                        ],
-                    )
-                    .await?
-                    .get(0);
-                if failed {
-                    tracing::error!(module, topic = %row.topic, subject = %row.subject, %reason, "outbox row failed for good");
-                    self.count(row, "failed");
-                } else {
-                    tracing::warn!(module, topic = %row.topic, subject = %row.subject, %reason, ?delay, "outbox row will be retried");
-                    self.count(row, "retried");
-                }
-            }
+        let fail_now = give_up == GiveUp::Now;
+        let delay = retry_delay(row.attempts);
+        let stmt = client.prepare_cached(RETRY_LATER).await?;
+        let failed: bool = client
+            .query_one(
+                &stmt,
+                &[
+                    &row.id,
+                    &reason,
+                    &delay.as_secs_f64(),
+                    &fail_now,
+                    &RETRY_WINDOW.as_secs_f64(),
+                ],
+            )
+            .await?
+            .get(0);
+        if failed {
+            tracing::error!(module, topic = %row.topic, subject = %row.subject, %reason, "outbox row failed for good");
+            self.count(row, "failed");
+        } else {
+            tracing::warn!(module, topic = %row.topic, subject = %row.subject, %reason, ?delay, "outbox row will be retried");
+            self.count(row, "retried");
         }
         Ok(())
     }
@@ -546,6 +622,15 @@ enum Settle {
     /// Can never be sent (the same row would build the same refused message): marked failed
     /// now with this reason, so the rows behind it go out.
     Fail(String),
+}
+
+/// When a row that could not be sent is marked failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    /// Now: the same row would build the same refused message.
+    Now,
+    /// Once [`RETRY_WINDOW`] is over.
+    AfterWindow,
 }
 
 /// What a caught panic said, when it said it with a string.

@@ -49,48 +49,13 @@ const COMMENT: &str = "
       FROM sales_order_comments c JOIN sales_orders o ON o.id = c.order_id
      WHERE c.order_id = $1 AND c.id = $2";
 
-/// The exports read together when a round's first export is built: as many as a relay round
-/// claims, so that the search for claimed rows stops at the round's end rather than reading
-/// every pending row behind it.
-const ROUND_EXPORTS: i64 = 200;
-
-/// The order exports claimed and due, from the row being built on (the relay builds a round's
-/// rows in id order): the rest of the round, and perhaps rows another replica claimed, whose
-/// exports are then built for nothing but harmlessly (they are keyed by their claim).
-const CLAIMED_EXPORTS: &str = "
-    SELECT id, attempts, subject FROM outbox
-     WHERE module = 'sales' AND topic = 'order.create' AND sent_at IS NULL AND failed_at IS NULL
-       AND claimed_until > now() AND id >= $1
-     ORDER BY id LIMIT $2";
-
 pub struct SalesOutbox {
     channel: SalesChannel,
-    ahead: std::sync::Mutex<Round>,
-}
-
-/// What the round's first export built for the others.
-#[derive(Default)]
-struct Round {
-    /// The exports built ahead, by claim (the row's id and attempt, which every claim
-    /// raises, so an entry never serves a later claim of its row).
-    built: HashMap<(i64, i32), Ahead>,
-    /// Rows up to this id are built alone: building them ahead failed.
-    alone_through: i64,
-}
-
-/// An export built ahead of its row's turn.
-enum Ahead {
-    Message(Outgoing),
-    Nothing,
-    Invalid(String),
 }
 
 impl SalesOutbox {
     pub fn new(channel: SalesChannel) -> Self {
-        Self {
-            channel,
-            ahead: std::sync::Mutex::new(Round::default()),
-        }
+        Self { channel }
     }
 }
 
@@ -105,7 +70,7 @@ impl OutboxHandler for SalesOutbox {
         row: &'a OutboxRow,
     ) -> Result<Built, BuildError> {
         match row.topic.as_str() {
-            topics::ORDER_CREATE => self.build_create(client, row).await,
+            topics::ORDER_CREATE => self.build_create(client, &row.subject).await,
             topics::ORDER_CANCEL => self.build_cancel(client, &row.subject).await,
             topics::ORDER_CANCEL_LINE => self.build_cancel_line(client, row).await,
             topics::ORDER_COMMENT => self.build_comment(client, row).await,
@@ -114,92 +79,73 @@ impl OutboxHandler for SalesOutbox {
             ))),
         }
     }
+
+    /// The round's exports read together ([`SalesOutbox::build_creates`]), its other rows
+    /// (requests, each a single row of its own table) one by one.
+    async fn build_round<'a>(
+        &'a self,
+        client: &'a deadpool_postgres::Client,
+        rows: &'a [OutboxRow],
+    ) -> Vec<Result<Built, BuildError>> {
+        let creates: Vec<&OutboxRow> = rows
+            .iter()
+            .filter(|row| row.topic == topics::ORDER_CREATE)
+            .collect();
+        let mut exports = self.build_creates(client, &creates).await;
+        let mut built = Vec::with_capacity(rows.len());
+        for row in rows {
+            built.push(match exports.remove(&row.id) {
+                Some(export) => export,
+                None => self.build(client, row).await,
+            });
+        }
+        built
+    }
 }
 
 impl SalesOutbox {
-    /// An order's export. The first of a round reads every export the round claimed at once
-    /// (one query per table for all of them, [`export::load_orders`]) and keeps their lines
-    /// in two statements; the others take theirs from what it built.
-    async fn build_create(
+    /// The exports of `rows` (order ids as subjects, one row per order), by row id: one query
+    /// per table for all of them ([`export::load_orders`]) and their lines kept in two
+    /// statements. When the orders cannot be read or their lines kept together, each is built
+    /// alone, so that one order's failure stays its own.
+    async fn build_creates(
         &self,
         client: &deadpool_postgres::Client,
-        row: &OutboxRow,
-    ) -> Result<Built, BuildError> {
-        if let Some(built) = self.take_ahead(row) {
+        rows: &[&OutboxRow],
+    ) -> HashMap<i64, Result<Built, BuildError>> {
+        let mut built = HashMap::with_capacity(rows.len());
+        if rows.is_empty() {
             return built;
         }
-        let alone = self
-            .ahead
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .alone_through
-            >= row.id;
-        if !alone {
-            self.build_ahead(client, row).await?;
-            if let Some(built) = self.take_ahead(row) {
+        let ids: Vec<&str> = rows.iter().map(|row| row.subject.as_str()).collect();
+        let mut orders = match export::load_orders(client, &ids).await {
+            Ok(orders) => orders,
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "reading a round of exports failed; building each alone");
                 return built;
             }
-        }
-        self.build_create_alone(client, &row.subject).await
-    }
-
-    fn take_ahead(&self, row: &OutboxRow) -> Option<Result<Built, BuildError>> {
-        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        Some(match ahead.built.remove(&(row.id, row.attempts))? {
-            Ahead::Message(outgoing) => Ok(Built::Message(outgoing)),
-            Ahead::Nothing => Ok(Built::Nothing),
-            Ahead::Invalid(reason) => Err(BuildError::Invalid(reason)),
-        })
-    }
-
-    /// Builds the exports of the claimed rows from `row` on and keeps their lines. When the
-    /// lines cannot be kept together, nothing is kept ahead and each row is built alone, so
-    /// one order's failure stays its own.
-    async fn build_ahead(
-        &self,
-        client: &deadpool_postgres::Client,
-        row: &OutboxRow,
-    ) -> Result<(), BuildError> {
-        let claimed = client.prepare_cached(CLAIMED_EXPORTS).await?;
-        let claims: Vec<(i64, i32, String)> = client
-            .query(&claimed, &[&row.id, &ROUND_EXPORTS])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        let mut ids: Vec<&str> = claims.iter().map(|(_, _, s)| s.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut rows = export::load_orders(client, &ids).await?;
-        let mut built = HashMap::with_capacity(claims.len());
+        };
         let mut exports = Vec::new();
-        for (id, attempts, order_id) in &claims {
-            let ahead = match rows.remove(order_id.as_str()) {
-                None => Ahead::Nothing,
-                Some(rows) => match self.export(order_id, &rows) {
+        for row in rows {
+            let result = match orders.remove(row.subject.as_str()) {
+                None => Ok(Built::Nothing),
+                Some(order) => match self.export(&row.subject, &order) {
                     Ok((outgoing, lines)) => {
-                        exports.push((order_id.as_str(), lines));
-                        Ahead::Message(outgoing)
+                        exports.push((row.subject.as_str(), lines));
+                        Ok(Built::Message(outgoing))
                     }
-                    Err(reason) => Ahead::Invalid(reason),
+                    Err(reason) => Err(BuildError::Invalid(reason)),
                 },
             };
-            built.insert((*id, *attempts), ahead);
+            built.insert(row.id, result);
         }
         let lines: Vec<(&str, &[export::ExportedLine])> =
             exports.iter().map(|(o, l)| (*o, l.as_slice())).collect();
-        let kept = export::save_lines_of(client, &lines).await;
-        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        // What an earlier round left (rows another replica claimed) goes.
-        match kept {
-            Ok(()) => ahead.built = built,
-            Err(e) => {
-                tracing::warn!(error = %e, rows = claims.len(), "keeping the lines of a round of exports failed; building each alone");
-                ahead.built.clear();
-                ahead.alone_through = claims.last().map_or(row.id, |(id, _, _)| *id);
-            }
+        if let Err(e) = export::save_lines_of(client, &lines).await {
+            tracing::warn!(error = %e, rows = rows.len(), "keeping the lines of a round of exports failed; building each alone");
+            built.clear();
         }
-        Ok(())
+        built
     }
 
     /// The export of one order from its rows, with the lines to keep before it leaves.
@@ -220,8 +166,8 @@ impl SalesOutbox {
         Ok((outgoing, export.lines))
     }
 
-    /// An order's export read and built on its own.
-    async fn build_create_alone(
+    /// An order's export, read and built on its own.
+    async fn build_create(
         &self,
         client: &deadpool_postgres::Client,
         order_id: &str,
