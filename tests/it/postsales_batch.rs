@@ -218,7 +218,7 @@ async fn run(
         .map(|m| {
             let envelope = protocol::Envelope::parse(&m.body, &limits).unwrap();
             let parsed = handler
-                .parse(m.method, envelope.params, &limits)
+                .parse(m.method, envelope.require_params().unwrap(), &limits)
                 .unwrap_or_else(|e| panic!("{}: {e:?}", m.id));
             (m.id.clone(), parsed)
         })

@@ -385,7 +385,7 @@ async fn a_batch_applies_as_its_messages_one_by_one() {
             .map(|s| {
                 let raw = serde_json::value::to_raw_value(&s.params).unwrap();
                 handler
-                    .parse(s.method, Some(&raw), &limits)
+                    .parse(s.method, &raw, &limits)
                     .unwrap_or_else(|e| panic!("case {case}: {} does not parse: {e:?}", s.method))
             })
             .collect();

@@ -93,16 +93,15 @@ impl Handler for CommandHandler {
     fn parse(
         &self,
         method: &str,
-        params: Option<&RawValue>,
+        params: &RawValue,
         _limits: &protocol::Limits,
     ) -> Result<CatalogCommand, Rejection> {
-        let params = || params.ok_or_else(|| Rejection::new("envelope has no \"params\""));
         match method {
             methods::EXPORT_FULL => {
-                catalog::parse_export_full(params()?).map(CatalogCommand::ExportFull)
+                catalog::parse_export_full(params).map(CatalogCommand::ExportFull)
             }
             service_bus::methods::ACTIVATE => {
-                service_bus::parse_activate(params()?).map(CatalogCommand::Activate)
+                service_bus::parse_activate(params).map(CatalogCommand::Activate)
             }
             other => Err(Rejection::new(format!(
                 "method {other:?} is not a command of the catalog module"

@@ -99,10 +99,9 @@ impl Handler for InventoryHandler {
     fn parse(
         &self,
         method: &str,
-        params: Option<&RawValue>,
+        params: &RawValue,
         limits: &protocol::Limits,
     ) -> Result<InventoryMessage, Rejection> {
-        let params = || params.ok_or_else(|| Rejection::new("envelope has no \"params\""));
         // Routing is by method, never by shape: a source message (which has no `mode`) can
         // never reach the stock filter.
         match method {
@@ -112,15 +111,15 @@ impl Handler for InventoryHandler {
                 } else {
                     StockScope::Source
                 };
-                let snapshot = inventory::parse_stock_snapshot(params()?, scope, limits)?;
+                let snapshot = inventory::parse_stock_snapshot(params, scope, limits)?;
                 refuse_future(snapshot, Utc::now(), self.max_clock_skew)
                     .map(InventoryMessage::Stock)
             }
             methods::SOURCE_CREATED | methods::SOURCE_UPDATED => {
-                inventory::parse_source(params()?).map(InventoryMessage::SourceSaved)
+                inventory::parse_source(params).map(InventoryMessage::SourceSaved)
             }
             methods::SOURCE_DELETED => {
-                inventory::parse_source_deleted(params()?).map(InventoryMessage::SourceDeleted)
+                inventory::parse_source_deleted(params).map(InventoryMessage::SourceDeleted)
             }
             other => Err(Rejection::new(format!(
                 "method {other:?} is not handled by the inventory module"

@@ -105,35 +105,34 @@ impl Handler for PostsalesHandler {
     fn parse(
         &self,
         method: &str,
-        params: Option<&RawValue>,
+        params: &RawValue,
         _limits: &protocol::Limits,
     ) -> Result<PostsalesMessage, Rejection> {
-        let params = || params.ok_or_else(|| Rejection::new("envelope has no \"params\""));
         match method {
             methods::RETURN_UPDATED => {
-                postsales::parse_return_event(params()?, ReturnEventKind::Updated)
+                postsales::parse_return_event(params, ReturnEventKind::Updated)
                     .map(PostsalesMessage::Return)
             }
             methods::RETURN_RECEIVED => {
-                postsales::parse_return_event(params()?, ReturnEventKind::Received)
+                postsales::parse_return_event(params, ReturnEventKind::Received)
                     .map(PostsalesMessage::Return)
             }
             methods::RETURN_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_return_attributes(params()?, ReturnAttributesOf::Return)
+                postsales::parse_return_attributes(params, ReturnAttributesOf::Return)
                     .map(PostsalesMessage::ReturnAttributes)
             }
             methods::RETURN_LINE_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_return_attributes(params()?, ReturnAttributesOf::Line)
+                postsales::parse_return_attributes(params, ReturnAttributesOf::Line)
                     .map(PostsalesMessage::ReturnAttributes)
             }
-            methods::RETURN_DUPLICATED => postsales::parse_return_duplicated(params()?)
-                .map(PostsalesMessage::ReturnDuplicated),
+            methods::RETURN_DUPLICATED => {
+                postsales::parse_return_duplicated(params).map(PostsalesMessage::ReturnDuplicated)
+            }
             methods::REFUND_UPDATED => {
-                postsales::parse_refund(params()?).map(PostsalesMessage::Refund)
+                postsales::parse_refund(params).map(PostsalesMessage::Refund)
             }
             methods::REFUND_CUSTOM_ATTRIBUTES_UPDATED => {
-                postsales::parse_refund_attributes(params()?)
-                    .map(PostsalesMessage::RefundAttributes)
+                postsales::parse_refund_attributes(params).map(PostsalesMessage::RefundAttributes)
             }
             other => Err(Rejection::new(format!(
                 "method {other:?} is not handled by the postsales module"

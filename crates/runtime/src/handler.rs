@@ -61,11 +61,12 @@ pub trait Handler: Send + Sync + 'static {
     /// The methods this module consumes; anything else on its queue is dead-lettered.
     fn methods(&self) -> &'static [&'static str];
 
-    /// Parses the params of one message. Called once per delivery, outside any transaction.
+    /// Parses the params of one message (an envelope without them is refused before).
+    /// Called once per delivery, outside any transaction.
     fn parse(
         &self,
         method: &str,
-        params: Option<&RawValue>,
+        params: &RawValue,
         limits: &protocol::Limits,
     ) -> Result<Self::Message, Rejection>;
 

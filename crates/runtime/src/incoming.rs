@@ -170,8 +170,9 @@ fn parse_body<H: Handler>(
             "routing key and method disagree; following the method"
         );
     }
-    let parsed = handler
-        .parse(endpoint, envelope.params, limits)
+    let parsed = envelope
+        .require_params()
+        .and_then(|params| handler.parse(endpoint, params, limits))
         .and_then(|message| {
             // One bound for every module: the lines of an order, a shipment, a return or a
             // refund, the SKUs of a snapshot. A message over it is refused whole, before it

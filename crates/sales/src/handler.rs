@@ -87,29 +87,26 @@ impl Handler for SalesHandler {
     fn parse(
         &self,
         method: &str,
-        params: Option<&RawValue>,
+        params: &RawValue,
         _limits: &protocol::Limits,
     ) -> Result<SalesMessage, Rejection> {
-        let params = || params.ok_or_else(|| Rejection::new("envelope has no \"params\""));
         match method {
-            methods::CREATED => sales::parse_order_update(params()?).map(SalesMessage::Created),
-            methods::UPDATED => sales::parse_order_update(params()?).map(SalesMessage::Updated),
+            methods::CREATED => sales::parse_order_update(params).map(SalesMessage::Created),
+            methods::UPDATED => sales::parse_order_update(params).map(SalesMessage::Updated),
             methods::LINE_CANCELLED => {
-                sales::parse_line_cancelled(params()?).map(SalesMessage::LineCancelled)
+                sales::parse_line_cancelled(params).map(SalesMessage::LineCancelled)
             }
             methods::CUSTOM_ATTRIBUTES_UPDATED => {
-                sales::parse_attributes_update(params()?, AttributesOf::Order)
+                sales::parse_attributes_update(params, AttributesOf::Order)
                     .map(SalesMessage::AttributesUpdated)
             }
             methods::LINE_CUSTOM_ATTRIBUTES_UPDATED => {
-                sales::parse_attributes_update(params()?, AttributesOf::Line)
+                sales::parse_attributes_update(params, AttributesOf::Line)
                     .map(SalesMessage::AttributesUpdated)
             }
-            methods::SHIPPING_ADDRESS_UPDATED => sales::parse_shipping_address_update(params()?)
+            methods::SHIPPING_ADDRESS_UPDATED => sales::parse_shipping_address_update(params)
                 .map(SalesMessage::ShippingAddressUpdated),
-            methods::SHIPMENT_DONE => {
-                logistics::parse_shipment(params()?).map(SalesMessage::Shipment)
-            }
+            methods::SHIPMENT_DONE => logistics::parse_shipment(params).map(SalesMessage::Shipment),
             other => Err(Rejection::new(format!(
                 "method {other:?} is not handled by the sales module"
             ))),
