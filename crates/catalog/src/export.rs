@@ -137,7 +137,7 @@ pub async fn run(
     );
     // Any notification on the channel is a new run.
     let mut wake = runtime::db::listen(
-        &shared.config.database_url,
+        &shared.config.db.database_url,
         "omsc-catalog-export-listener",
         CHANNEL,
         |_| true,
@@ -420,7 +420,7 @@ impl Exporter {
             return Ok(channel.clone());
         }
         let (connection, publisher) = runtime::registration::open_publisher(
-            &self.shared.config.amqp_url,
+            &self.shared.config.broker.amqp_url,
             &self.shared.topology,
             self.shared.config.declare_topology,
             "omsc-catalog-export",

@@ -63,7 +63,7 @@ impl BrokerLink {
 
     async fn open(&self) -> anyhow::Result<(Connection, Publisher)> {
         let config = &self.shared.config;
-        let connection = amqp::connect(&config.amqp_url, &self.name).await?;
+        let connection = amqp::connect(&config.broker.amqp_url, &self.name).await?;
         let publisher = amqp::within("opening a channel", Publisher::open(&connection)).await?;
         if config.declare_topology {
             // The exchange the modules' queues are bound to, and the gateway's own queues

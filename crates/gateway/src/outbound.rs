@@ -156,7 +156,7 @@ async fn session(
 ) -> anyhow::Result<()> {
     let config = &shared.config;
     let name = format!("omsc-gateway-outbound-{}", std::process::id());
-    let connection = amqp::connect(&config.amqp_url, &name)
+    let connection = amqp::connect(&config.broker.amqp_url, &name)
         .await
         .context("connecting to the broker")?;
     let result = consume(shared, client, limits, &connection, shutdown).await;

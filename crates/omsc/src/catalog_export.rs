@@ -43,7 +43,7 @@ pub enum Command {
 }
 
 pub async fn run(config: &RuntimeConfig, command: Command) -> anyhow::Result<()> {
-    let client = runtime::db::connect(&config.database_url, "omsc-cli").await?;
+    let client = runtime::db::connect(&config.db.database_url, "omsc-cli").await?;
     match command {
         Command::Export {
             full: _,
@@ -86,8 +86,8 @@ async fn send_export(config: &RuntimeConfig, run_id: &str, chunk_size: u32) -> a
         requested_by: format!("omsc catalog export ({})", whoami()),
         chunk_size,
     };
-    let topology = runtime::Topology::new(&config.prefix, config.queue_type);
-    let connection = amqp::connect(&config.amqp_url, "omsc-cli")
+    let topology = runtime::Topology::new(&config.broker.prefix, config.queue_type);
+    let connection = amqp::connect(&config.broker.amqp_url, "omsc-cli")
         .await
         .context("connecting to the broker")?;
     let publisher = amqp::within("opening a channel", Publisher::open(&connection)).await?;
@@ -107,7 +107,7 @@ async fn send_export(config: &RuntimeConfig, run_id: &str, chunk_size: u32) -> a
         format!(
             "sending the export command to {} (has a catalog worker ever started? it declares {}connector.catalog)",
             topology.oms_exchange(),
-            config.prefix
+            config.broker.prefix
         )
     })
 }

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use omsc::modules::{self, Module};
+use runtime::{BrokerArgs, DatabaseArgs};
 
 #[derive(Parser)]
 #[command(
@@ -142,33 +143,6 @@ struct RegisterArgs {
     inventory: inventory::InventoryConfig,
     #[command(flatten)]
     catalog: catalog::CatalogConfig,
-}
-
-#[derive(Args)]
-pub struct DatabaseArgs {
-    /// PostgreSQL connection URL of the commerce database.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/omsc",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-}
-
-#[derive(Args)]
-pub struct BrokerArgs {
-    /// RabbitMQ connection URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "OMSC_PREFIX", default_value = "")]
-    pub prefix: String,
 }
 
 #[derive(Args)]

@@ -9,13 +9,13 @@ use runtime::registration::{self, ModuleMethods, Sent};
 /// Sends the registration built from the recorded modules (plus `modules`, recorded first),
 /// even if the broker already confirmed the same one: registering twice is harmless.
 pub async fn register(config: &RuntimeConfig, modules: &[ModuleMethods]) -> anyhow::Result<()> {
-    let mut client = runtime::db::connect(&config.database_url, "omsc-cli").await?;
+    let mut client = runtime::db::connect(&config.db.database_url, "omsc-cli").await?;
     if !modules.is_empty() {
         registration::record_modules(&client, modules).await?;
     }
-    let topology = runtime::Topology::new(&config.prefix, config.queue_type);
+    let topology = runtime::Topology::new(&config.broker.prefix, config.queue_type);
     let (connection, publisher) = registration::open_publisher(
-        &config.amqp_url,
+        &config.broker.amqp_url,
         &topology,
         config.declare_topology,
         "omsc-cli",
@@ -41,10 +41,10 @@ pub async fn register(config: &RuntimeConfig, modules: &[ModuleMethods]) -> anyh
 }
 
 pub async fn unregister(config: &RuntimeConfig) -> anyhow::Result<()> {
-    let mut client = runtime::db::connect(&config.database_url, "omsc-cli").await?;
-    let topology = runtime::Topology::new(&config.prefix, config.queue_type);
+    let mut client = runtime::db::connect(&config.db.database_url, "omsc-cli").await?;
+    let topology = runtime::Topology::new(&config.broker.prefix, config.queue_type);
     let (connection, publisher) = registration::open_publisher(
-        &config.amqp_url,
+        &config.broker.amqp_url,
         &topology,
         config.declare_topology,
         "omsc-cli",

@@ -16,25 +16,12 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct StockArgs {
-    /// RabbitMQ connection URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    amqp_url: String,
-    /// PostgreSQL connection URL (for --verify).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/omsc",
-        hide_env_values = true
-    )]
-    database_url: String,
-    /// Prefix of the exchange and queue names, as the workers use.
-    #[arg(long, env = "OMSC_PREFIX", default_value = "")]
-    prefix: String,
+    /// The broker to publish to (and the prefix the workers use).
+    #[command(flatten)]
+    broker: runtime::BrokerArgs,
+    /// The commerce database (for --verify).
+    #[command(flatten)]
+    db: runtime::DatabaseArgs,
     /// Seed of the random traffic: the same seed gives the same messages.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -103,8 +90,8 @@ async fn stock_storm(args: StockArgs) -> anyhow::Result<()> {
     let storm = Storm::generate(&spec);
     let deliveries = storm.deliveries(args.seed, args.shuffle, args.duplicates);
     let skus: usize = deliveries.iter().map(|s| s.stock.len()).sum();
-    let exchange = format!("{}{}", args.prefix, runtime::topology::OMS_EXCHANGE);
-    let publisher = OmsPublisher::connect(&args.amqp_url, &exchange)
+    let exchange = format!("{}{}", args.broker.prefix, runtime::topology::OMS_EXCHANGE);
+    let publisher = OmsPublisher::connect(&args.broker.amqp_url, &exchange)
         .await
         .map_err(|e| anyhow::anyhow!("connecting to the broker: {e}"))?;
     let started = Instant::now();
@@ -125,7 +112,7 @@ async fn stock_storm(args: StockArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let expected = Model::replay(scope, &storm.snapshots).rows();
-    let client = runtime::db::connect(&args.database_url, "omsc-simulate").await?;
+    let client = runtime::db::connect(&args.db.database_url, "omsc-simulate").await?;
     let deadline = Instant::now() + Duration::from_secs(args.verify_timeout_secs);
     let scopes: Vec<String> = {
         let mut s: Vec<String> = storm.snapshots.iter().map(|s| s.scope_id.clone()).collect();

@@ -6,16 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-/// Settings of the runtime. Module settings live in each module's own `Args`.
-///
-/// `Debug` hides the passwords of the connection URLs: a configuration printed in a log or an
-/// error never carries a secret.
+/// Where the commerce database is: a worker's setting and that of every operator command
+/// that reads or writes it.
 #[derive(Clone, Args)]
-#[allow(
-    clippy::struct_excessive_bools,
-    reason = "command-line settings, each its own switch"
-)]
-pub struct RuntimeConfig {
+pub struct DatabaseArgs {
     /// PostgreSQL connection URL of the commerce database (`sslmode` is honoured).
     #[arg(
         long,
@@ -24,7 +18,11 @@ pub struct RuntimeConfig {
         hide_env_values = true
     )]
     pub database_url: String,
+}
 
+/// Where the broker is, and the prefix of the connector's exchanges and queues on it.
+#[derive(Clone, Args)]
+pub struct BrokerArgs {
     /// RabbitMQ connection URL (`amqp://` or `amqps://`; `?heartbeat=N` is honoured).
     #[arg(
         long,
@@ -37,6 +35,40 @@ pub struct RuntimeConfig {
     /// Prefix of every exchange and queue name, so several environments can share a broker.
     #[arg(long, env = "OMSC_PREFIX", default_value = "")]
     pub prefix: String,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("database_url", &redact_url(&self.database_url))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BrokerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerArgs")
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Settings of the runtime. Module settings live in each module's own `Args`.
+///
+/// `Debug` hides the passwords of the connection URLs: a configuration printed in a log or an
+/// error never carries a secret.
+#[derive(Clone, Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line settings, each its own switch"
+)]
+pub struct RuntimeConfig {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz (port 0: any free port).
     #[arg(long, env = "OMSC_HTTP_ADDR", default_value = "0.0.0.0:9464")]
@@ -109,9 +141,8 @@ pub struct RuntimeConfig {
 impl std::fmt::Debug for RuntimeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuntimeConfig")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("amqp_url", &redact_url(&self.amqp_url))
-            .field("prefix", &self.prefix)
+            .field("db", &self.db)
+            .field("broker", &self.broker)
             .field("http_addr", &self.http_addr)
             .field("db_pool_size", &self.db_pool_size)
             .field("statement_timeout_secs", &self.statement_timeout_secs)

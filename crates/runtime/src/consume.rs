@@ -127,7 +127,7 @@ impl<H: Handler> Session<H> {
 
     async fn run(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let config = &self.shared.config;
-        let connection = amqp::connect(&config.amqp_url, &self.connection_name())
+        let connection = amqp::connect(&config.broker.amqp_url, &self.connection_name())
             .await
             .context("connecting to the broker")?;
         let result = self.consume(&connection, shutdown).await;

@@ -184,7 +184,7 @@ async fn keeper_session(
 ) -> anyhow::Result<()> {
     let dead = shared.topology.dead_queue(spec);
     let connection = amqp::connect(
-        &shared.config.amqp_url,
+        &shared.config.broker.amqp_url,
         &format!("omsc-{}-dead-letters", spec.name),
     )
     .await?;

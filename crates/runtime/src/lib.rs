@@ -52,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::RuntimeConfig;
+pub use config::{BrokerArgs, DatabaseArgs, RuntimeConfig};
 pub use handler::{ApplyError, Handler, Outcome};
 pub use topology::{QueueSpec, Topology};
 
@@ -129,7 +129,7 @@ impl Runtime {
     /// worker starts, and reports itself not ready, while the broker or database is down.
     pub async fn build(config: RuntimeConfig) -> anyhow::Result<Self> {
         // A malformed URL is refused here, before anything waits on it.
-        amqp::check_url(&config.amqp_url)?;
+        amqp::check_url(&config.broker.amqp_url)?;
         // So is a trace exporter asked for but not possible (`telemetry::init` read it).
         if let Some(reason) = trace::refused() {
             anyhow::bail!("cannot export traces: {reason}");
@@ -138,7 +138,7 @@ impl Runtime {
         let metrics = Metrics::register(&registry).context("registering metrics")?;
         metrics::register_process(&registry).context("registering the process metrics")?;
         let pool = db::pool_with_timeout(
-            &config.database_url,
+            &config.db.database_url,
             "omsc",
             config.db_pool_size,
             Some(std::time::Duration::from_secs(
@@ -148,7 +148,7 @@ impl Runtime {
         let listener = http::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP server to {}", config.http_addr))?;
-        let topology = Topology::new(&config.prefix, config.queue_type);
+        let topology = Topology::new(&config.broker.prefix, config.queue_type);
         let stats = Stats::new(stats::Identity::of_this_process(), metrics.clone());
         let inflight = prefetch::InflightBudget::new(config.consume.inflight_bytes);
         Ok(Self {

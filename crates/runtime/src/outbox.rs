@@ -234,7 +234,7 @@ impl<H: OutboxHandler> Relay<H> {
         let module = self.handler.module();
         // The triggers on `outbox` notify `omsc_outbox` with the row's module.
         let mut wake = crate::db::listen(
-            &self.shared.config.database_url,
+            &self.shared.config.db.database_url,
             "omsc-outbox-listener",
             "omsc_outbox",
             move |payload| payload == module,
@@ -558,7 +558,7 @@ impl<H: OutboxHandler> Relay<H> {
             return Ok(publisher.clone());
         }
         let name = format!("omsc-{}-outbox", self.handler.module());
-        let connection = amqp::connect(&self.shared.config.amqp_url, &name)
+        let connection = amqp::connect(&self.shared.config.broker.amqp_url, &name)
             .await
             .map_err(|e| format!("connecting to the broker: {e:#}"))?;
         let publisher = amqp::within("opening a channel", Publisher::open(&connection))

@@ -364,13 +364,14 @@ pub async fn run(shared: Shared, modules: Vec<ModuleMethods>, shutdown: Cancella
     let mut recorded = false;
     while !shutdown.is_cancelled() {
         let attempt = async {
-            let mut client = crate::db::connect(&config.database_url, "omsc-registration").await?;
+            let mut client =
+                crate::db::connect(&config.db.database_url, "omsc-registration").await?;
             if !recorded {
                 record_modules(&client, &modules).await?;
                 recorded = true;
             }
             let (connection, publisher) = open_publisher(
-                &config.amqp_url,
+                &config.broker.amqp_url,
                 &shared.topology,
                 config.declare_topology,
                 "omsc-registration",
@@ -421,9 +422,9 @@ pub async fn run(shared: Shared, modules: Vec<ModuleMethods>, shutdown: Cancella
 /// change it until a worker records its modules.
 pub async fn activate(shared: &Shared, client_id: &str) -> anyhow::Result<Sent> {
     let config = &shared.config;
-    let mut client = crate::db::connect(&config.database_url, "omsc-activation").await?;
+    let mut client = crate::db::connect(&config.db.database_url, "omsc-activation").await?;
     let (connection, publisher) = open_publisher(
-        &config.amqp_url,
+        &config.broker.amqp_url,
         &shared.topology,
         config.declare_topology,
         "omsc-activation",

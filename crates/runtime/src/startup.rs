@@ -34,7 +34,7 @@ pub async fn wait_until_reachable(
     config: &RuntimeConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let database_url = config.database_url.clone();
+    let database_url = config.db.database_url.clone();
     let migrate = config.migrate;
     let database = wait_for(
         "the database",
@@ -59,7 +59,7 @@ pub async fn wait_until_reachable(
     if !database {
         return Ok(false);
     }
-    let amqp_url = config.amqp_url.clone();
+    let amqp_url = config.broker.amqp_url.clone();
     wait_for(
         "the broker",
         config.retry_forever,

@@ -48,7 +48,8 @@ async fn sample(
     connection: &mut Option<lapin::Connection>,
 ) -> anyhow::Result<()> {
     if !connection.as_ref().is_some_and(|c| c.status().connected()) {
-        *connection = Some(amqp::connect(&shared.config.amqp_url, "omsc-queue-depths").await?);
+        *connection =
+            Some(amqp::connect(&shared.config.broker.amqp_url, "omsc-queue-depths").await?);
     }
     let connection = connection.as_ref().expect("connected above");
     let topology = &shared.topology;
