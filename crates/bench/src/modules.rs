@@ -35,6 +35,10 @@ pub struct Orders {
     pub lifecycle_secs: f64,
     /// Messages of the lifecycle that did not apply (retried or dead-lettered): 0 expected.
     pub lifecycle_not_applied: f64,
+    /// CPU seconds each party spent from the worker's start to the last order exported.
+    pub export_cpu: support::CpuTimes,
+    /// CPU seconds each party spent from the worker's start to the last message handled.
+    pub lifecycle_cpu: support::CpuTimes,
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +128,9 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
 
     oms_inbox(&scratch).await?;
     let http = support::free_address()?;
+    let cpu_before = support::CpuTimes::read(0);
     let worker = scratch.spawn_worker(&binary, &http, &[])?;
+    let pid = worker.id().unwrap_or_default();
     support::wait_until(
         "every order to be exported",
         Duration::from_millis(100),
@@ -141,6 +147,7 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
         },
     )
     .await?;
+    let export_cpu = support::CpuTimes::read(pid).since(cpu_before);
     let export_secs: f64 = client
         .query_one(
             "SELECT extract(epoch FROM max(sent_at) - min(sent_at))::float8
@@ -157,7 +164,9 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     scratch.queue_oms_messages(&messages).await?;
     drop(messages);
     let http = support::free_address()?;
+    let cpu_before = support::CpuTimes::read(0);
     let worker = scratch.spawn_worker(&binary, &http, &[])?;
+    let pid = worker.id().unwrap_or_default();
     wait_ready(&http).await?;
     let ready = Instant::now();
     support::wait_until(
@@ -171,6 +180,7 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     )
     .await?;
     let lifecycle_secs = ready.elapsed().as_secs_f64();
+    let lifecycle_cpu = support::CpuTimes::read(pid).since(cpu_before);
     let body = super::connector::http_get(&http, "/metrics")
         .await
         .unwrap_or_default();
@@ -205,6 +215,8 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
         lifecycle_rate: lifecycle_messages as f64 / lifecycle_secs,
         lifecycle_secs,
         lifecycle_not_applied,
+        export_cpu,
+        lifecycle_cpu,
     })
 }
 

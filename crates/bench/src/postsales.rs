@@ -42,12 +42,7 @@ pub struct Postsales {
 impl Postsales {
     /// CPU per message of the worker, the broker and PostgreSQL, in microseconds.
     pub fn cpu_per_message(&self) -> (f64, f64, f64) {
-        let per = |secs: f64| secs / self.messages as f64 * 1e6;
-        (
-            per(self.cpu.worker),
-            per(self.cpu.broker),
-            per(self.cpu.database),
-        )
+        self.cpu.per_item_micros(self.messages)
     }
 }
 

@@ -317,14 +317,16 @@ impl Report {
             let _ = writeln!(out, "\n## The other modules\n");
         }
         if let Some(o) = &self.orders {
+            let (worker, broker, database) = o.export_cpu.per_item_micros(o.orders);
             let _ = writeln!(
                 out,
-                "- **Orders exported** by `omsc-sales` through the outbox, each published with a broker confirm and then marked sent: **{:.0} orders/s** ({} orders placed by {} storefront sessions at {:.0} orders/s while the worker was down, exported in {:.2} s from the first to the last marked sent).",
+                "- **Orders exported** by `omsc-sales` through the outbox, each published with a broker confirm and then marked sent: **{:.0} orders/s** ({} orders placed by {} storefront sessions at {:.0} orders/s while the worker was down, exported in {:.2} s from the first to the last marked sent). CPU per order: connector {worker:.1} µs, broker {broker:.1} µs, PostgreSQL {database:.1} µs.",
                 o.export_rate, o.orders, o.storefront_sessions, o.place_rate, o.export_secs
             );
+            let (worker, broker, database) = o.lifecycle_cpu.per_item_micros(o.lifecycle_messages);
             let _ = writeln!(
                 out,
-                "- **Order updates applied** by `omsc-sales`: **{:.0} messages/s** ({} OMS messages — created, five status updates with line statuses and payment captures, the shipment — for those orders, drained from a filled queue in {:.2} s from the worker ready; {:.0} retried or dead-lettered; every order ended COMPLETE).",
+                "- **Order updates applied** by `omsc-sales`: **{:.0} messages/s** ({} OMS messages — created, five status updates with line statuses and payment captures, the shipment — for those orders, drained from a filled queue in {:.2} s from the worker ready; {:.0} retried or dead-lettered; every order ended COMPLETE). CPU per message: connector {worker:.1} µs, broker {broker:.1} µs, PostgreSQL {database:.1} µs.",
                 o.lifecycle_rate, o.lifecycle_messages, o.lifecycle_secs, o.lifecycle_not_applied
             );
         }

@@ -345,6 +345,13 @@ impl CpuTimes {
         times
     }
 
+    /// CPU per item (`items` messages or orders) of the worker, the broker and PostgreSQL,
+    /// in microseconds.
+    pub fn per_item_micros(&self, items: usize) -> (f64, f64, f64) {
+        let per = |secs: f64| secs / items.max(1) as f64 * 1e6;
+        (per(self.worker), per(self.broker), per(self.database))
+    }
+
     pub fn since(self, before: CpuTimes) -> CpuTimes {
         CpuTimes {
             worker: self.worker - before.worker,
