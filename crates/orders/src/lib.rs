@@ -5,8 +5,8 @@
 //! OMS's messages, and its own SQL may change with it. A module that needs an order (the
 //! post-sales module: a return's or a refund's order, its lines, what it was paid with) reads
 //! it through this crate and holds no SQL naming a sales table, so that the sales schema has
-//! one place where its readers are listed (docs/ARCHITECTURE.md, "Boundaries"; the
-//! post-sales crate's `boundaries` tests check it).
+//! one place where its readers are listed (docs/ARCHITECTURE.md, "Invariants";
+//! `tests/it/boundaries_code.rs` checks it).
 //!
 //! Each function is one statement, as its caller issued it before: a query that needs a
 //! module's own rows joined with an order's (a return with its order's store) is here whole,
