@@ -267,7 +267,7 @@ pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
     let client = scratch.connector_session().await?;
     let (commit_floor_p50, commit_floor_p99) = commit_floor(&client).await?;
     let (delivery_floor_p50, delivery_floor_p99) = delivery_floor(&scratch, setup).await?;
-    let commits = CommitListener::start(&scratch.database_url, &client).await?;
+    let commits = CommitListener::start(&scratch.database_url, &client, "stock_items").await?;
     let http = support::free_address()?;
     let worker = scratch.spawn_worker(&setup.worker, &http, &[])?;
     support::wait_until(
@@ -287,7 +287,13 @@ pub async fn latency(setup: &super::Setup) -> anyhow::Result<Latency> {
         || async { Ok(support::count(&client, "true").await? == total as i64) },
     )
     .await?;
-    let committed = commits.finish(&client, total).await?;
+    let writers = client
+        .query("SELECT DISTINCT xmin::text::int8 FROM stock_items", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let committed = commits.finish(writers).await?;
     let mut latencies: Vec<f64> = client
         .query(
             "SELECT xmin::text::int8, extract(epoch FROM source_updated_at)::float8 FROM stock_items",
@@ -426,26 +432,35 @@ async fn delivery_floor(scratch: &Scratch, setup: &super::Setup) -> anyhow::Resu
 }
 
 /// Commit times, as seen by a session that listens for the notification a statement trigger
-/// on `stock_items` sends with its transaction id (delivered only when that commits).
-struct CommitListener {
+/// on the watched table sends with its transaction id (delivered only when that commits).
+pub(crate) struct CommitListener {
     seen: tokio::sync::mpsc::UnboundedReceiver<(i64, f64)>,
     /// The listening session; its connection is driven by a task until it is dropped.
     _listener: tokio_postgres::Client,
 }
 
 const NOTIFY_COMMITS: &str = "
-    CREATE FUNCTION bench_notify_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION bench_notify_commit() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         PERFORM pg_notify('bench_commits', (txid_current() % 4294967296)::text);
         RETURN NULL;
-    END $$;
-    CREATE TRIGGER bench_notify_commit AFTER INSERT OR UPDATE ON stock_items
-        FOR EACH STATEMENT EXECUTE FUNCTION bench_notify_commit();";
+    END $$;";
 
 impl CommitListener {
-    async fn start(database_url: &str, client: &tokio_postgres::Client) -> anyhow::Result<Self> {
+    /// Starts listening for the commits of the transactions that write `table`.
+    pub(crate) async fn start(
+        database_url: &str,
+        client: &tokio_postgres::Client,
+        table: &str,
+    ) -> anyhow::Result<Self> {
         use futures::StreamExt as _;
         client.batch_execute(NOTIFY_COMMITS).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE TRIGGER bench_notify_commit AFTER INSERT OR UPDATE ON {table}
+                     FOR EACH STATEMENT EXECUTE FUNCTION bench_notify_commit()"
+            ))
+            .await?;
         let (listener, mut connection) =
             tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
         let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
@@ -467,22 +482,15 @@ impl CommitListener {
         })
     }
 
-    /// The commit time of every transaction that wrote one of the `rows` rows, by id.
-    async fn finish(
+    /// The commit time of each of the `writers` (transaction ids, as `xmin::text::int8`).
+    /// It waits for the commit of each writer itself, not for as many commits as there are
+    /// writers: a transaction whose statement wrote nothing (all stale) or whose rows were
+    /// overwritten later notifies too, and counting it would stop the wait one writer early.
+    pub(crate) async fn finish(
         mut self,
-        client: &tokio_postgres::Client,
-        rows: usize,
+        writers: std::collections::HashSet<i64>,
     ) -> anyhow::Result<std::collections::HashMap<i64, f64>> {
-        // Wait for the commit of each writer itself, not for as many commits as there are
-        // writers: a transaction whose statement wrote nothing (all stale) or whose rows were
-        // overwritten later notifies too, and counting it would stop the wait one writer early.
-        let writers: std::collections::HashSet<i64> = client
-            .query("SELECT DISTINCT xmin::text::int8 FROM stock_items", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        anyhow::ensure!(!writers.is_empty() && rows > 0, "nothing was written");
+        anyhow::ensure!(!writers.is_empty(), "nothing was written");
         let mut committed = std::collections::HashMap::new();
         while !writers.iter().all(|xid| committed.contains_key(xid)) {
             let next = tokio::time::timeout(Duration::from_secs(30), self.seen.recv()).await;
@@ -551,7 +559,7 @@ pub(super) async fn scrape(addr: &str, name: &str) -> Option<f64> {
 }
 
 /// p50 and p99 of a Prometheus histogram, as the upper bounds of their buckets.
-async fn histogram_quantiles(addr: &str, name: &str) -> (f64, f64) {
+pub(crate) async fn histogram_quantiles(addr: &str, name: &str) -> (f64, f64) {
     match http_get(addr, "/metrics").await {
         Some(body) => quantiles(&body, name),
         None => (f64::NAN, f64::NAN),

@@ -10,6 +10,7 @@ mod connector;
 mod gateway;
 mod modules;
 mod naive;
+mod order_latency;
 mod postsales;
 mod report;
 pub mod scale_out;
@@ -88,7 +89,7 @@ pub struct Setup {
     pub worker: PathBuf,
     pub sizes: Sizes,
     /// Scenarios to run (`broker`, `postgres`, `naive`, `delta`, `full`, `mixed`, `latency`,
-    /// `orders`, `catalog`, `gateway`, `postsales`); empty: all.
+    /// `orders`, `order-latency`, `catalog`, `gateway`, `postsales`); empty: all.
     pub only: Vec<String>,
 }
 
@@ -152,6 +153,11 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
         quiet_database(setup).await;
         eprintln!("sales: orders exported, lifecycle applied …");
         report.orders = Some(modules::orders(setup).await?);
+    }
+    if setup.wants("order-latency") {
+        quiet_database(setup).await;
+        eprintln!("sales: order updates at a steady load …");
+        report.order_latency = Some(order_latency::run(setup).await?);
     }
     if setup.wants("postsales") {
         quiet_database(setup).await;

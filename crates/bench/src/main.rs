@@ -36,7 +36,7 @@ struct BenchArgs {
     /// The broker to measure (it gets queues under a prefix of its own, removed after).
     amqp_url: String,
     /// Run only these scenarios (broker, postgres, naive, delta, full, mixed, latency,
-    /// orders, postsales, catalog, gateway).
+    /// orders, order-latency, postsales, catalog, gateway).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The PostgreSQL server; every scenario creates and drops its own database on it.

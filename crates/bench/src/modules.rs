@@ -39,6 +39,8 @@ pub struct Orders {
     pub export_cpu: support::CpuTimes,
     /// CPU seconds each party spent from the worker's start to the last message handled.
     pub lifecycle_cpu: support::CpuTimes,
+    /// The sales worker's peak resident memory, exporting or applying (the larger).
+    pub peak_rss: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -51,13 +53,13 @@ pub struct Catalog {
     pub peak_rss: u64,
 }
 
-fn sibling(worker: &Path, name: &str) -> PathBuf {
+pub(crate) fn sibling(worker: &Path, name: &str) -> PathBuf {
     worker.with_file_name(name)
 }
 
 /// A durable queue on the commerce exchange standing for the OMS: every message the
 /// connector sends there is routed (the relay publishes with `mandatory`) and kept.
-async fn oms_inbox(scratch: &Scratch) -> anyhow::Result<()> {
+pub(crate) async fn oms_inbox(scratch: &Scratch) -> anyhow::Result<()> {
     let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench").await?;
     let channel = connection.create_channel().await?;
     runtime::Topology::new(&scratch.prefix, runtime::config::QueueType::Quorum)
@@ -75,7 +77,7 @@ async fn oms_inbox(scratch: &Scratch) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(http: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(http: &str) -> anyhow::Result<()> {
     support::wait_until(
         "the worker to be ready",
         Duration::from_millis(20),
@@ -88,22 +90,16 @@ async fn wait_ready(http: &str) -> anyhow::Result<()> {
 /// Orders placed by a storefront while the sales worker is down pile up in the outbox; the
 /// worker then exports them all. Then the OMS's lifecycle of every order waits in the
 /// module's queue and a fresh worker applies it.
-pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
-    let scratch = Scratch::new(setup, "orders").await?;
-    let binary = sibling(&setup.worker, "omsc-sales");
-    let count = setup.sizes.orders;
-    let spec = OrdersSpec {
-        seed: 2026,
-        orders: count,
-        virtual_share: 0.0,
-        ..OrdersSpec::default()
-    };
-    let generated = orders::generate(&spec);
+/// Places `generated` orders as a storefront does, from [`STOREFRONT_SESSIONS`] sessions at
+/// once; returns the orders placed per second.
+pub(crate) async fn place_orders(
+    scratch: &Scratch,
+    generated: &[orders::SimOrder],
+) -> anyhow::Result<f64> {
     let client = scratch.connector_session().await?;
     client
         .batch_execute("INSERT INTO store_views (code, locale, channel) VALUES ('default', 'en_US', 'base') ON CONFLICT DO NOTHING")
         .await?;
-
     let started = Instant::now();
     let mut sessions = Vec::new();
     for session in 0..STOREFRONT_SESSIONS {
@@ -124,13 +120,14 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     for session in sessions {
         session.await??;
     }
-    let place_rate = count as f64 / started.elapsed().as_secs_f64();
+    Ok(generated.len() as f64 / started.elapsed().as_secs_f64())
+}
 
-    oms_inbox(&scratch).await?;
-    let http = support::free_address()?;
-    let cpu_before = support::CpuTimes::read(0);
-    let worker = scratch.spawn_worker(&binary, &http, &[])?;
-    let pid = worker.id().unwrap_or_default();
+/// Waits until `count` order exports are marked sent.
+pub(crate) async fn wait_exported(
+    client: &tokio_postgres::Client,
+    count: usize,
+) -> anyhow::Result<()> {
     support::wait_until(
         "every order to be exported",
         Duration::from_millis(100),
@@ -146,8 +143,31 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
             Ok(sent == count as i64)
         },
     )
-    .await?;
+    .await
+}
+
+pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
+    let scratch = Scratch::new(setup, "orders").await?;
+    let binary = sibling(&setup.worker, "omsc-sales");
+    let count = setup.sizes.orders;
+    let spec = OrdersSpec {
+        seed: 2026,
+        orders: count,
+        virtual_share: 0.0,
+        ..OrdersSpec::default()
+    };
+    let generated = orders::generate(&spec);
+    let client = scratch.connector_session().await?;
+    let place_rate = place_orders(&scratch, &generated).await?;
+
+    oms_inbox(&scratch).await?;
+    let http = support::free_address()?;
+    let cpu_before = support::CpuTimes::read(0);
+    let worker = scratch.spawn_worker(&binary, &http, &[])?;
+    let pid = worker.id().unwrap_or_default();
+    wait_exported(&client, count).await?;
     let export_cpu = support::CpuTimes::read(pid).since(cpu_before);
+    let export_rss = support::peak_rss(pid).unwrap_or(0);
     let export_secs: f64 = client
         .query_one(
             "SELECT extract(epoch FROM max(sent_at) - min(sent_at))::float8
@@ -181,6 +201,7 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     .await?;
     let lifecycle_secs = ready.elapsed().as_secs_f64();
     let lifecycle_cpu = support::CpuTimes::read(pid).since(cpu_before);
+    let lifecycle_rss = support::peak_rss(pid).unwrap_or(0);
     let body = super::connector::http_get(&http, "/metrics")
         .await
         .unwrap_or_default();
@@ -217,6 +238,7 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
         lifecycle_not_applied,
         export_cpu,
         lifecycle_cpu,
+        peak_rss: export_rss.max(lifecycle_rss),
     })
 }
 

@@ -19,6 +19,7 @@ pub struct Report {
     pub mixed: Option<Mixed>,
     pub latency: Option<Latency>,
     pub orders: Option<Orders>,
+    pub order_latency: Option<super::order_latency::OrderLatency>,
     pub catalog: Option<Catalog>,
     pub postsales: Option<super::postsales::Postsales>,
     pub gateway: Option<super::gateway::Gateway>,
@@ -102,6 +103,7 @@ impl Report {
             mixed: None,
             latency: None,
             orders: None,
+            order_latency: None,
             catalog: None,
             postsales: None,
             gateway: None,
@@ -168,6 +170,30 @@ impl Report {
                 target: "≥ 0.10 ×".into(),
                 measured: format!("{exported:.3} ×"),
                 met: exported >= 0.1,
+            });
+        }
+        if let Some(o) = &self.order_latency {
+            let p99 = o.p99 * 1000.0;
+            v.push(Verdict {
+                what: "Order updates: p99 publish → commit at 2,000 messages/s",
+                target: "≤ 20 ms".into(),
+                measured: format!("{p99:.1} ms"),
+                met: p99 <= 20.0,
+            });
+        }
+        let sales_rss = [
+            self.orders.as_ref().map(|o| o.peak_rss),
+            self.order_latency.as_ref().map(|o| o.peak_rss),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(rss) = sales_rss {
+            v.push(Verdict {
+                what: "Peak RSS of the sales worker (exporting, draining, steady)",
+                target: "≤ 64 MiB".into(),
+                measured: format!("{:.1} MiB", rss as f64 / MIB),
+                met: (rss as f64) <= 64.0 * MIB,
             });
         }
         if let (Some(p), Some(delta)) = (&self.postsales, &self.delta) {
@@ -313,7 +339,11 @@ impl Report {
                 l.commit_floor_p99 * 1000.0
             );
         }
-        if self.orders.is_some() || self.catalog.is_some() || self.postsales.is_some() {
+        if self.orders.is_some()
+            || self.order_latency.is_some()
+            || self.catalog.is_some()
+            || self.postsales.is_some()
+        {
             let _ = writeln!(out, "\n## The other modules\n");
         }
         if let Some(o) = &self.orders {
@@ -328,6 +358,23 @@ impl Report {
                 out,
                 "- **Order updates applied** by `omsc-sales`: **{:.0} messages/s** ({} OMS messages — created, five status updates with line statuses and payment captures, the shipment — for those orders, drained from a filled queue in {:.2} s from the worker ready; {:.0} retried or dead-lettered; every order ended COMPLETE). CPU per message: connector {worker:.1} µs, broker {broker:.1} µs, PostgreSQL {database:.1} µs.",
                 o.lifecycle_rate, o.lifecycle_messages, o.lifecycle_secs, o.lifecycle_not_applied
+            );
+        }
+        if let Some(o) = &self.order_latency {
+            let _ = writeln!(
+                out,
+                "- **Order-update latency** at an offered {} messages/s ({:.0} achieved; {} OMS messages about {} placed and exported orders, 200 orders' lifecycles interleaved; {} status updates timed): publish → commit of the status p50 **{:.1} ms**, p99 **{:.1} ms**, max {:.1} ms (commits observed by a listener). The worker's transactions: p50 ≤ {:.1} ms, p99 ≤ {:.1} ms. Peak RSS of the worker {:.1} MiB.",
+                o.offered_rate,
+                o.achieved_rate,
+                o.messages,
+                o.orders,
+                o.timed,
+                o.p50 * 1000.0,
+                o.p99 * 1000.0,
+                o.max * 1000.0,
+                o.apply_p50 * 1000.0,
+                o.apply_p99 * 1000.0,
+                o.peak_rss as f64 / MIB
             );
         }
         if let Some(p) = &self.postsales {
