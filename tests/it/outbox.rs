@@ -31,7 +31,11 @@ impl OutboxHandler for Probe {
         };
         let (payload, hold): (String, bool) = (found.get(0), found.get(1));
         // A module's bug, as the relay must survive it.
-        assert!(payload != "unbuildable", "the probe cannot build {}", row.subject);
+        assert!(
+            payload != "unbuildable",
+            "the probe cannot build {}",
+            row.subject
+        );
         if hold {
             return Err(BuildError::NotYet(format!("{} is on hold", row.subject)));
         }
