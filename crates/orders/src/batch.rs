@@ -28,8 +28,10 @@ const LINES: &str = "
       FROM sales_order_lines l WHERE l.order_id = ANY ($1::text[])
      ORDER BY l.order_id, l.line_number";
 
-const STORES_OF_OURS: &str =
-    "SELECT DISTINCT store FROM sales_orders WHERE store = ANY ($1::text[])";
+/// The stores of `$1` that have orders here: one index probe per store named.
+const STORES_OF_OURS: &str = "
+    SELECT s FROM unnest($1::text[]) AS s
+     WHERE EXISTS (SELECT 1 FROM sales_orders o WHERE o.store = s)";
 
 const FOREIGN_ORDERS: &str = "
     INSERT INTO sales_foreign_orders (order_id, sales_channel, messages)

@@ -74,8 +74,12 @@ const EXPORT_PENDING: &str = "
      WHERE module = 'sales' AND topic = 'order.create' AND subject = ANY ($1::text[])
        AND sent_at IS NULL AND failed_at IS NULL";
 
-const STORES: &str =
-    "SELECT DISTINCT store FROM sales_orders WHERE store = ANY ($1::text[]) ORDER BY store";
+/// The stores of `$1` that have orders here: one index probe per store named. (Reading the
+/// orders of those stores and keeping the distinct ones read every order of the shop.)
+const STORES: &str = "
+    SELECT s FROM unnest($1::text[]) AS s
+     WHERE EXISTS (SELECT 1 FROM sales_orders o WHERE o.store = s)
+     ORDER BY s";
 
 /// What to read: the order ids of the batch, and of the messages of each kind.
 #[derive(Debug, Default)]
