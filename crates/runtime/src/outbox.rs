@@ -141,12 +141,14 @@ pub trait OutboxHandler: Send + Sync + 'static {
 /// The FIFO test is a correlated lookup on `outbox_pending_by_subject`, not an anti-join: a
 /// backlog that piled up while no relay ran has no statistics yet, and the planner then chose
 /// an anti-join filtered on the module alone, quadratic in the backlog (20,000 pending orders
-/// took minutes per claim; this form takes tens of milliseconds).
+/// took minutes per claim; this form takes tens of milliseconds). The claimed ids are an
+/// array the update then finds by primary key: as `id IN (…)` the planner joined them by a
+/// sequential scan of the whole outbox, three times slower with 20,000 rows pending.
 const CLAIM: &str = "
     UPDATE outbox o
        SET claimed_until = now() + make_interval(secs => $3::float8),
            attempts = o.attempts + 1
-     WHERE o.id IN (
+     WHERE o.id = ANY (ARRAY(
             SELECT d.id FROM outbox d
              WHERE d.module = $1
                AND d.sent_at IS NULL AND d.failed_at IS NULL
@@ -160,18 +162,19 @@ const CLAIM: &str = "
                      LIMIT 1)
              ORDER BY d.id
              LIMIT $2
-               FOR UPDATE SKIP LOCKED)
+               FOR UPDATE SKIP LOCKED))
     RETURNING o.id, o.topic, o.subject, o.version, o.attempts, o.created_at, o.coalesce_key";
 
 /// Marks rows sent (id, version claimed, message id; no id when there was nothing to send),
 /// one statement for a round, unless a save bumped a row's version meanwhile: then it goes
-/// out again.
+/// out again. `o.id = ANY ($1)` says again what the join says, so that the rows are found by
+/// primary key rather than by hashing the whole outbox (8.7 ms against 3.2 with 20,000 rows).
 const SETTLE_SENT: &str = "
     UPDATE outbox o
        SET sent_at = CASE WHEN o.version = s.version THEN now() END,
            message_id = s.message_id, claimed_until = NULL, last_error = NULL
       FROM unnest($1::bigint[], $2::int4[], $3::text[]) AS s(id, version, message_id)
-     WHERE o.id = s.id";
+     WHERE o.id = s.id AND o.id = ANY ($1::bigint[])";
 
 const RETRY_LATER: &str = "
     UPDATE outbox

@@ -1,5 +1,9 @@
 //! Writing what a batch decided: the end state of every row it changed, one set-based
 //! statement per kind of row (`unnest` arrays), all sent in one round trip.
+//!
+//! An update joined to its arrays also names the keys as `= ANY` of the first array: the
+//! join alone let the planner hash the whole table (a sequential scan of every order or
+//! line of the shop per batch); with it the rows are found by their index.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -27,7 +31,7 @@ const ORDER_STATUS: &str = "
            oms_status_rank = u.rank, state = u.state, updated_at = now()
       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int2[], $6::text[])
            AS u(id, status, reason, date, rank, state)
-     WHERE o.id = u.id";
+     WHERE o.id = u.id AND o.id = ANY ($1::text[])";
 
 const LINE_STATUS: &str = "
     UPDATE sales_order_lines l
@@ -35,19 +39,20 @@ const LINE_STATUS: &str = "
            status_rank = u.rank
       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int2[])
            AS u(order_id, line_id, status, reason, date, rank)
-     WHERE l.order_id = u.order_id AND l.line_id = u.line_id";
+     WHERE l.order_id = u.order_id AND l.line_id = u.line_id AND l.order_id = ANY ($1::text[])";
 
 const PAYMENT_STATUS: &str = "
     UPDATE sales_order_lines l
        SET payment_status = u.status, payment_status_date = u.date, payment_status_rank = u.rank
       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int2[])
            AS u(order_id, line_id, status, date, rank)
-     WHERE l.order_id = u.order_id AND l.line_id = u.line_id";
+     WHERE l.order_id = u.order_id AND l.line_id = u.line_id AND l.order_id = ANY ($1::text[])";
 
 const CANCEL_LINES: &str = "
     UPDATE sales_order_lines l SET cancelled_at = now()
       FROM unnest($1::text[], $2::text[]) AS u(order_id, line_id)
-     WHERE l.order_id = u.order_id AND l.line_id = u.line_id AND l.cancelled_at IS NULL";
+     WHERE l.order_id = u.order_id AND l.line_id = u.line_id AND l.cancelled_at IS NULL
+       AND l.order_id = ANY ($1::text[])";
 
 const ORDER_ATTRIBUTES: &str = "
     INSERT INTO sales_order_attributes (order_id, code, value)
@@ -81,7 +86,7 @@ const ADDRESSES: &str = "
 const SHIPPING_REFERENCES: &str = "
     UPDATE sales_orders o SET shipping_address_reference = u.reference, updated_at = now()
       FROM unnest($1::text[], $2::text[]) AS u(id, reference)
-     WHERE o.id = u.id";
+     WHERE o.id = u.id AND o.id = ANY ($1::text[])";
 
 /// New invoices, and stored ones dated back, by their reserved or stored ids.
 const INVOICES: &str = "
