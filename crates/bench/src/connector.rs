@@ -3,9 +3,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
-use lapin::types::ShortString;
 use protocol::inventory::StockScope;
 use stock_filter::Model;
 
@@ -341,45 +338,16 @@ async fn publish_steady(
     total: usize,
     label: &str,
 ) -> anyhow::Result<(f64, Vec<Instant>)> {
-    let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench-latency").await?;
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
-    let exchange = format!("{}oms.events", scratch.prefix);
     let method = stock::method(StockScope::Aggregate);
-    let (confirms_tx, mut confirms_rx) = tokio::sync::mpsc::unbounded_channel();
-    let confirmer = tokio::spawn(async move {
-        while let Some(confirm) = confirms_rx.recv().await {
-            let confirm: lapin::PublisherConfirm = confirm;
-            confirm.await?;
-        }
-        Ok::<_, lapin::Error>(())
-    });
-    let mut sent = Vec::with_capacity(total);
-    let started = tokio::time::Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    for i in 0..total {
-        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+    support::publish_steady(scratch, rate, total, |i| {
         let snapshot = support::delta("EU", support::sku(i), 3, Utc::now());
-        let body = stock::encode(&snapshot, &format!("{label}-{i}"));
-        sent.push(Instant::now());
-        let confirm = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                method.into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type(ShortString::from("application/json")),
-            )
-            .await?;
-        let _ = confirms_tx.send(confirm);
-    }
-    let achieved_rate = total as f64 / started.elapsed().as_secs_f64();
-    drop(confirms_tx);
-    confirmer.await??;
-    let _ = connection.close(200, "done".into()).await;
-    Ok((achieved_rate, sent))
+        support::Steady {
+            method,
+            body: stock::encode(&snapshot, &format!("{label}-{i}")),
+            id: None,
+        }
+    })
+    .await
 }
 
 /// The broker's part of the latency: the same steady load to the same queue, consumed by a

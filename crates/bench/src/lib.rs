@@ -111,9 +111,19 @@ async fn quiet_database(setup: &Setup) {
     }
 }
 
+/// PostgreSQL's `autovacuum` setting, which decides whether the tables a scenario grows get
+/// statistics while it runs.
+async fn autovacuum(setup: &Setup) -> Option<String> {
+    let admin = format!("{}/postgres", setup.database_server.trim_end_matches('/'));
+    let client = runtime::db::connect(&admin, "omsc-bench").await.ok()?;
+    let row = client.query_one("SHOW autovacuum", &[]).await.ok()?;
+    Some(row.get(0))
+}
+
 /// Runs every measurement and returns the figures.
 pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
     let mut report = Report::new(setup);
+    report.autovacuum = autovacuum(setup).await;
     if setup.wants("broker") {
         quiet_database(setup).await;
         eprintln!("ceilings: broker consume+ack …");

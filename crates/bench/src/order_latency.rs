@@ -14,9 +14,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
-use lapin::types::ShortString;
 use simulate::orders::{self, LIFECYCLE, OmsMessage, OrdersSpec};
 
 use super::connector::{CommitListener, histogram_quantiles, scrape};
@@ -105,7 +102,18 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<OrderLatency> {
     let stream = interleaved(&generated);
     let messages = stream.len();
     let handled_before = scrape(&http, "omsc_messages_total").await.unwrap_or(0.0);
-    let (achieved_rate, published) = publish_steady(&scratch, rate, &stream).await?;
+    // When each message left, in seconds since the epoch, as the commits are seen.
+    let mut published = Vec::with_capacity(messages);
+    let (achieved_rate, _) = support::publish_steady(&scratch, rate, messages, |i| {
+        published.push(Utc::now().timestamp_micros() as f64 / 1e6);
+        let message = &stream[i].message;
+        support::Steady {
+            method: message.method,
+            body: message.body.clone(),
+            id: Some(message.id.clone()),
+        }
+    })
+    .await?;
     support::wait_until(
         "every order update to be handled",
         Duration::from_millis(100),
@@ -199,50 +207,4 @@ fn interleaved(generated: &[orders::SimOrder]) -> Vec<Timed> {
         }
     }
     stream
-}
-
-/// Publishes `stream` at a steady `rate`, with confirms; returns the achieved rate and when
-/// each message left (seconds since the epoch).
-async fn publish_steady(
-    scratch: &Scratch,
-    rate: u32,
-    stream: &[Timed],
-) -> anyhow::Result<(f64, Vec<f64>)> {
-    let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench-latency").await?;
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
-    let exchange = format!("{}oms.events", scratch.prefix);
-    let (confirms_tx, mut confirms_rx) = tokio::sync::mpsc::unbounded_channel();
-    let confirmer = tokio::spawn(async move {
-        while let Some(confirm) = confirms_rx.recv().await {
-            let confirm: lapin::PublisherConfirm = confirm;
-            confirm.await?;
-        }
-        Ok::<_, lapin::Error>(())
-    });
-    let mut sent = Vec::with_capacity(stream.len());
-    let started = tokio::time::Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    for (i, timed) in stream.iter().enumerate() {
-        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
-        sent.push(Utc::now().timestamp_micros() as f64 / 1e6);
-        let confirm = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                timed.message.method.into(),
-                BasicPublishOptions::default(),
-                &timed.message.body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(ShortString::from(timed.message.id.as_str()))
-                    .with_content_type(ShortString::from("application/json")),
-            )
-            .await?;
-        let _ = confirms_tx.send(confirm);
-    }
-    let achieved_rate = stream.len() as f64 / started.elapsed().as_secs_f64();
-    drop(confirms_tx);
-    confirmer.await??;
-    let _ = connection.close(200, "done".into()).await;
-    Ok((achieved_rate, sent))
 }

@@ -23,6 +23,8 @@ pub struct Report {
     pub catalog: Option<Catalog>,
     pub postsales: Option<super::postsales::Postsales>,
     pub gateway: Option<super::gateway::Gateway>,
+    /// PostgreSQL's `autovacuum` setting during the run (`SHOW autovacuum`).
+    pub autovacuum: Option<String>,
 }
 
 /// A target of the connector and whether this run met it.
@@ -107,6 +109,7 @@ impl Report {
             catalog: None,
             postsales: None,
             gateway: None,
+            autovacuum: None,
         }
     }
 
@@ -409,6 +412,12 @@ impl Report {
             out,
             "Each scenario runs in its own database and queue prefix. The connector's processing window is read from the rows it wrote (`updated_at` is the start of the committing transaction), so worker start-up is not counted and nothing is estimated. Broker ceiling and DELTA stream both drain a queue filled beforehand, so they compare like with like. The latency scenario publishes at a steady rate to an idle, ready worker; a commit is observed by a session that listens for the notification a statement trigger (added to that scenario's database only) sends with its transaction id, which PostgreSQL delivers only once the transaction committed. Its floors are measured in the same scenario before the worker starts. CPU per message is read from /proc for the worker, the broker and every PostgreSQL process over the scenario's window. Before each scenario the bench asks PostgreSQL for a CHECKPOINT, so that no scenario pays for the dirty pages of the one before."
         );
+        if let Some(autovacuum) = &self.autovacuum {
+            let _ = writeln!(
+                out,
+                "\nPostgreSQL's `autovacuum` was `{autovacuum}` during this run. The bench neither vacuums nor analyzes: where autovacuum is off, tables that grow during a scenario (invoices, shipments, returns) are planned without statistics, and the drains of the sales and post-sales scenarios vary from run to run by up to three times."
+            );
+        }
         out
     }
 }

@@ -154,6 +154,66 @@ impl Scratch {
     }
 }
 
+/// One message of a steady stream: its method (the routing key), body and message id.
+pub struct Steady {
+    pub method: &'static str,
+    pub body: Vec<u8>,
+    pub id: Option<String>,
+}
+
+/// Publishes `total` messages to the scenario's `oms.events` at a steady `rate`, persistent
+/// and confirmed (the confirms are awaited aside, so they do not pace the stream). The i-th
+/// is built by `message(i)` when it is due, so a timestamp in it is its publishing time.
+/// Returns the achieved rate and when each message left.
+pub async fn publish_steady(
+    scratch: &Scratch,
+    rate: u32,
+    total: usize,
+    mut message: impl FnMut(usize) -> Steady,
+) -> anyhow::Result<(f64, Vec<Instant>)> {
+    let connection = runtime::amqp::connect(&scratch.amqp_url, "omsc-bench-latency").await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    let exchange = format!("{}oms.events", scratch.prefix);
+    let (confirms_tx, mut confirms_rx) = tokio::sync::mpsc::unbounded_channel();
+    let confirmer = tokio::spawn(async move {
+        while let Some(confirm) = confirms_rx.recv().await {
+            let confirm: lapin::PublisherConfirm = confirm;
+            confirm.await?;
+        }
+        Ok::<_, lapin::Error>(())
+    });
+    let mut sent = Vec::with_capacity(total);
+    let started = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    for i in 0..total {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let Steady { method, body, id } = message(i);
+        let mut properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        if let Some(id) = id {
+            properties = properties.with_message_id(id.into());
+        }
+        sent.push(Instant::now());
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                method.into(),
+                lapin::options::BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await?;
+        let _ = confirms_tx.send(confirm);
+    }
+    let achieved_rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(confirms_tx);
+    confirmer.await??;
+    let _ = connection.close(200, "done".into()).await;
+    Ok((achieved_rate, sent))
+}
+
 /// Stops a worker the way Kubernetes does (SIGTERM), and kills it if it does not stop.
 pub async fn stop(mut worker: Child) -> anyhow::Result<()> {
     if let Some(pid) = worker.id() {
