@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeclareOptions;
 use protocol::catalog::{EXPORT_CHUNK_SIZE, ExportFull, methods as catalog_methods};
 
-use super::connector::{http_status, scrape};
+use super::connector::http_status;
 use super::support::{self, Scratch};
 use simulate::orders::{self, OrdersSpec};
 
@@ -183,36 +183,10 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     let lifecycle_messages = messages.len();
     scratch.queue_oms_messages(&messages).await?;
     drop(messages);
-    let http = support::free_address()?;
-    let cpu_before = support::CpuTimes::read(0);
-    let worker = scratch.spawn_worker(&binary, &http, &[])?;
-    let pid = worker.id().unwrap_or_default();
-    wait_ready(&http).await?;
-    let ready = Instant::now();
-    support::wait_until(
-        "the lifecycle to be handled",
-        Duration::from_millis(50),
-        PATIENCE,
-        || async {
-            let handled = scrape(&http, "omsc_messages_total").await.unwrap_or(0.0);
-            Ok(handled >= lifecycle_messages as f64)
-        },
-    )
-    .await?;
-    let lifecycle_secs = ready.elapsed().as_secs_f64();
-    let lifecycle_cpu = support::CpuTimes::read(pid).since(cpu_before);
-    let lifecycle_rss = support::peak_rss(pid).unwrap_or(0);
-    let body = super::connector::http_get(&http, "/metrics")
-        .await
-        .unwrap_or_default();
-    let lifecycle_not_applied: f64 = body
-        .lines()
-        .filter(|l| {
-            l.starts_with("omsc_messages_total")
-                && (l.contains("outcome=\"retried\"") || l.contains("outcome=\"dead\""))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .fold(0.0, |sum, n| sum + n);
+    // A shop's database has statistics on its orders (autovacuum keeps them), as the
+    // post-sales scenario's has on its returns.
+    client.batch_execute("ANALYZE").await?;
+    let drained = scratch.drain(&binary, lifecycle_messages, PATIENCE).await?;
     let complete: i64 = client
         .query_one(
             "SELECT count(*) FROM sales_orders WHERE oms_status = 'COMPLETE'",
@@ -220,7 +194,7 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
         )
         .await?
         .get(0);
-    support::stop(worker).await?;
+    support::stop(drained.worker).await?;
     scratch.drop_all().await;
     anyhow::ensure!(
         complete == count as i64,
@@ -233,12 +207,12 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
         export_rate: count as f64 / export_secs.max(f64::EPSILON),
         export_secs,
         lifecycle_messages,
-        lifecycle_rate: lifecycle_messages as f64 / lifecycle_secs,
-        lifecycle_secs,
-        lifecycle_not_applied,
+        lifecycle_rate: lifecycle_messages as f64 / drained.secs,
+        lifecycle_secs: drained.secs,
+        lifecycle_not_applied: drained.not_applied,
         export_cpu,
-        lifecycle_cpu,
-        peak_rss: export_rss.max(lifecycle_rss),
+        lifecycle_cpu: drained.cpu,
+        peak_rss: export_rss.max(drained.peak_rss),
     })
 }
 

@@ -8,12 +8,11 @@
 //! returns interleaved as a busy OMS sends them. The run counts only if every return and
 //! refund ends as that path says and nothing was retried or dead-lettered.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use simulate::orders::{self, OrdersSpec};
 use simulate::postsales::SimReturn;
 
-use super::connector::{http_get, http_status, scrape};
 use super::support::{self, CpuTimes, Scratch};
 
 /// How long the scenario may take before the bench gives up.
@@ -133,41 +132,15 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<Postsales> {
     scratch.queue_oms_messages(&messages).await?;
     drop(messages);
 
-    let http = support::free_address()?;
-    let cpu_before = CpuTimes::read(0);
-    let worker =
-        scratch.spawn_worker(&setup.worker.with_file_name("omsc-postsales"), &http, &[])?;
-    let pid = worker.id().unwrap_or_default();
-    support::wait_until(
-        "the post-sales worker to be ready",
-        Duration::from_millis(20),
-        PATIENCE,
-        || async { Ok(http_status(&http, "/readyz").await == Some(200)) },
-    )
-    .await?;
-    let ready = Instant::now();
-    support::wait_until(
-        "the returns and refunds to be handled",
-        Duration::from_millis(20),
-        PATIENCE,
-        || async {
-            let handled = scrape(&http, "omsc_messages_total").await.unwrap_or(0.0);
-            Ok(handled >= total as f64)
-        },
-    )
-    .await?;
-    let secs = ready.elapsed().as_secs_f64();
-    let cpu = CpuTimes::read(pid).since(cpu_before);
-    let batches = super::connector::batch_shape(&http).await;
-    let body = http_get(&http, "/metrics").await.unwrap_or_default();
-    let not_applied: f64 = body
-        .lines()
-        .filter(|l| {
-            l.starts_with("omsc_messages_total")
-                && (l.contains("outcome=\"retried\"") || l.contains("outcome=\"dead\""))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .fold(0.0, |sum, n| sum + n);
+    let drained = scratch
+        .drain(
+            &setup.worker.with_file_name("omsc-postsales"),
+            total,
+            PATIENCE,
+        )
+        .await?;
+    let (secs, cpu, not_applied) = (drained.secs, drained.cpu, drained.not_applied);
+    let batches = super::connector::batch_shape(&drained.http).await;
     let ended = client
         .query_one(
             "SELECT (SELECT count(*) FROM postsales_returns
@@ -180,7 +153,7 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<Postsales> {
             &[],
         )
         .await?;
-    support::stop(worker).await?;
+    support::stop(drained.worker).await?;
     scratch.drop_all().await;
     let (approved, lines_done, lines, released, memos): (i64, i64, i64, i64, i64) = (
         ended.get(0),

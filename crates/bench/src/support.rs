@@ -154,6 +154,77 @@ impl Scratch {
     }
 }
 
+/// A worker started on a filled queue and timed until it handled every message.
+pub struct Drained {
+    /// The worker, still running (for the caller's last reads of its metrics).
+    pub worker: Child,
+    /// Its metrics address.
+    pub http: String,
+    /// From the worker ready to its last message handled.
+    pub secs: f64,
+    /// CPU each party spent from the worker's start to its last message handled.
+    pub cpu: CpuTimes,
+    /// The worker's peak resident memory.
+    pub peak_rss: u64,
+    /// Messages it retried or dead-lettered (0 expected of a well-formed lifecycle).
+    pub not_applied: f64,
+}
+
+impl Scratch {
+    /// Starts `binary` on the scenario's filled queue and waits until its
+    /// `omsc_messages_total` reaches `total`.
+    pub async fn drain(
+        &self,
+        binary: &Path,
+        total: usize,
+        patience: Duration,
+    ) -> anyhow::Result<Drained> {
+        use super::connector::{http_get, http_status, scrape};
+        let http = free_address()?;
+        let cpu_before = CpuTimes::read(0);
+        let worker = self.spawn_worker(binary, &http, &[])?;
+        let pid = worker.id().unwrap_or_default();
+        wait_until(
+            "the worker to be ready",
+            Duration::from_millis(20),
+            patience,
+            || async { Ok(http_status(&http, "/readyz").await == Some(200)) },
+        )
+        .await?;
+        let ready = Instant::now();
+        wait_until(
+            "the queued messages to be handled",
+            Duration::from_millis(20),
+            patience,
+            || async {
+                let handled = scrape(&http, "omsc_messages_total").await.unwrap_or(0.0);
+                Ok(handled >= total as f64)
+            },
+        )
+        .await?;
+        let secs = ready.elapsed().as_secs_f64();
+        let cpu = CpuTimes::read(pid).since(cpu_before);
+        let peak_rss = peak_rss(pid).unwrap_or(0);
+        let body = http_get(&http, "/metrics").await.unwrap_or_default();
+        let not_applied = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("omsc_messages_total")
+                    && (l.contains("outcome=\"retried\"") || l.contains("outcome=\"dead\""))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        Ok(Drained {
+            worker,
+            http,
+            secs,
+            cpu,
+            peak_rss,
+            not_applied,
+        })
+    }
+}
+
 /// One message of a steady stream: its method (the routing key), body and message id.
 pub struct Steady {
     pub method: &'static str,
