@@ -183,9 +183,6 @@ pub async fn orders(setup: &super::Setup) -> anyhow::Result<Orders> {
     let lifecycle_messages = messages.len();
     scratch.queue_oms_messages(&messages).await?;
     drop(messages);
-    // A shop's database has statistics on its orders (autovacuum keeps them), as the
-    // post-sales scenario's has on its returns.
-    client.batch_execute("ANALYZE").await?;
     let drained = scratch.drain(&binary, lifecycle_messages, PATIENCE).await?;
     let complete: i64 = client
         .query_one(

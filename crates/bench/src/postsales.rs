@@ -122,9 +122,6 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<Postsales> {
             &[],
         )
         .await?;
-    // A shop's database has statistics on its orders and returns (autovacuum keeps them);
-    // without them the planner costs the freshly filled tables as empty.
-    client.batch_execute("ANALYZE").await?;
 
     declare_queue(&scratch).await?;
     let messages: Vec<_> = interleaved(&returns);

@@ -213,7 +213,7 @@ impl Scratch {
                     && (l.contains("outcome=\"retried\"") || l.contains("outcome=\"dead\""))
             })
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum();
+            .fold(0.0, |sum, n| sum + n);
         Ok(Drained {
             worker,
             http,
