@@ -89,6 +89,8 @@ const INSERT_RETURNS: &str = "
                 oms_status_date, oms_status_rank, tracking_number, tracking_url,
                 tracking_label_url, tracking_carrier, tracking_date, received_at)";
 
+/// The updates from arrays name their keys as `= ANY` of the first array too (see
+/// `sales::batch::write`): the join alone let the planner hash every row of the table.
 const UPDATE_RETURNS: &str = "
     UPDATE postsales_returns r
        SET source_id = u.source_id, state = u.state, oms_status = u.oms_status,
@@ -103,7 +105,7 @@ const UPDATE_RETURNS: &str = "
            AS u(id, source_id, state, oms_status, oms_status_reason, oms_status_date,
                 oms_status_rank, tracking_number, tracking_url, tracking_label_url,
                 tracking_carrier, tracking_date, received_at)
-     WHERE r.id = u.id";
+     WHERE r.id = u.id AND r.id = ANY ($1::text[])";
 
 const INSERT_RETURN_LINES: &str = "
     INSERT INTO postsales_return_lines (return_id, order_id, line_id, reason, oms_status,
@@ -121,7 +123,8 @@ const UPDATE_RETURN_LINES: &str = "
                   $6::text[], $7::timestamptz[], $8::text[])
            AS u(return_id, line_id, oms_status, oms_status_date, oms_status_rank,
                 oms_condition, received_at, received_condition)
-     WHERE l.return_id = u.return_id AND l.line_id = u.line_id";
+     WHERE l.return_id = u.return_id AND l.line_id = u.line_id
+       AND l.return_id = ANY ($1::text[])";
 
 const UPSERT_RETURN_ATTRIBUTES: &str = "
     INSERT INTO postsales_return_attributes (return_id, code, value)

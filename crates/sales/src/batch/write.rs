@@ -113,7 +113,7 @@ const INVOICE_LINES: &str = "
        SET grand_total = i.grand_total + a.amount, tax_amount = i.tax_amount + a.tax
       FROM (SELECT invoice_id, sum(amount) AS amount, sum(tax_amount) AS tax FROM added
              GROUP BY invoice_id) a
-     WHERE i.id = a.invoice_id";
+     WHERE i.id = a.invoice_id AND i.id = ANY ($3::int8[])";
 
 const SHIPMENTS: &str = "
     INSERT INTO sales_shipments (id, order_id, shipment_key, oms_shipment_id,
