@@ -113,21 +113,7 @@ fn envelope(method: &str, id: &str, params: &serde_json::Value) -> Vec<u8> {
 
 /// The rows of a query as `a | b | c` lines (NULL as ∅), for tables a person can read.
 async fn table(env: &TestEnv, query: &str) -> Vec<String> {
-    env.db
-        .query(query, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| {
-                    row.get::<_, Option<String>>(i)
-                        .unwrap_or_else(|| "∅".into())
-                })
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .collect()
+    crate::helpers::text_rows(env, &[query]).await
 }
 
 #[tokio::test]

@@ -144,14 +144,7 @@ impl Shop {
     pub async fn table(&self, header: &[&str], sql: &str) -> Vec<Vec<String>> {
         let mut out = vec![header.iter().map(|h| h.to_string()).collect()];
         for row in self.env.db.query(sql, &[]).await.unwrap() {
-            out.push(
-                (0..row.len())
-                    .map(|i| {
-                        row.get::<_, Option<String>>(i)
-                            .unwrap_or_else(|| "∅".into())
-                    })
-                    .collect(),
-            );
+            out.push(crate::helpers::text_cells(&row));
         }
         out
     }

@@ -553,3 +553,27 @@ pub async fn oms_listener(
         .unwrap();
     (connection, channel, consumer)
 }
+
+/// A row's cells as text for a person to read: text as it is, booleans as `true`/`false`,
+/// NULL as `∅`.
+pub fn text_cells(row: &tokio_postgres::Row) -> Vec<String> {
+    (0..row.len())
+        .map(|i| {
+            row.try_get::<_, Option<String>>(i)
+                .map(|v| v.unwrap_or_else(|| "∅".into()))
+                .or_else(|_| row.try_get::<_, bool>(i).map(|b| b.to_string()))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The rows of each of `queries`, in turn, as `a | b | c` lines ([`text_cells`]).
+pub async fn text_rows(env: &TestEnv, queries: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for query in queries {
+        for row in env.db.query(*query, &[]).await.unwrap() {
+            out.push(text_cells(&row).join(" | "));
+        }
+    }
+    out
+}

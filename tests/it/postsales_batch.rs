@@ -168,19 +168,7 @@ async fn more_state(env: &TestEnv) -> Vec<String> {
         "SELECT 'foreign', order_id, sales_channel, messages::text
            FROM sales_foreign_orders ORDER BY 2, 3",
     ];
-    let mut out = Vec::new();
-    for q in queries {
-        for row in env.db.query(q, &[]).await.unwrap() {
-            let cells: Vec<String> = (0..row.len())
-                .map(|i| {
-                    row.get::<_, Option<String>>(i)
-                        .unwrap_or_else(|| "∅".into())
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out
+    crate::helpers::text_rows(env, &queries).await
 }
 
 /// Every outcome as text: its label and, for a retry or a dead letter, its reason.

@@ -186,19 +186,7 @@ pub async fn end_state(env: &TestEnv) -> Vec<String> {
                 order_id, credit_note_number
            FROM store_credit_transactions ORDER BY 2, 3",
     ];
-    let mut out = Vec::new();
-    for q in queries {
-        for row in env.db.query(q, &[]).await.unwrap() {
-            let cells: Vec<String> = (0..row.len())
-                .map(|i| {
-                    row.get::<_, Option<String>>(i)
-                        .unwrap_or_else(|| "∅".into())
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out
+    crate::helpers::text_rows(env, &queries).await
 }
 
 /// The rows of the end state that start with `kind` (`credit memo`, `store credit` …).

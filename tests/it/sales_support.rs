@@ -133,21 +133,7 @@ pub async fn end_state(env: &TestEnv) -> Vec<String> {
         "SELECT order_id, code, value FROM sales_order_attributes ORDER BY 1, 2",
         "SELECT order_id, line_id, code, value FROM sales_order_line_attributes ORDER BY 1, 2, 3",
     ];
-    let mut out = Vec::new();
-    for q in queries {
-        for row in env.db.query(q, &[]).await.unwrap() {
-            let cells: Vec<String> = (0..row.len())
-                .map(|i| {
-                    row.try_get::<_, Option<String>>(i)
-                        .map(|v| v.unwrap_or_else(|| "∅".into()))
-                        .or_else(|_| row.try_get::<_, bool>(i).map(|b| b.to_string()))
-                        .unwrap()
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out
+    crate::helpers::text_rows(env, &queries).await
 }
 
 /// How many messages of the sales module ended with `outcome`.
