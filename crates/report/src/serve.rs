@@ -92,10 +92,16 @@ async fn html(
         anyhow::Ok(page::render(&report, &history, refresh))
     }
     .await;
+    fresh("text/html; charset=utf-8", built)
+}
+
+/// A report just built, never cached (it is out of date within the minute), or 503 with why
+/// it could not be built.
+fn fresh(content_type: &'static str, built: anyhow::Result<String>) -> Response {
     match built {
         Ok(body) => (
             [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CONTENT_TYPE, content_type),
                 (header::CACHE_CONTROL, "no-store"),
             ],
             body,
@@ -120,17 +126,7 @@ async fn json(
         Ok::<_, anyhow::Error>(text::json(&report)?)
     }
     .await;
-    match built {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(e) => unavailable(&e),
-    }
+    fresh("application/json", built)
 }
 
 /// Why a request is turned away.
