@@ -227,17 +227,8 @@ async fn sigterm_mid_stream_finishes_the_batch_in_hand_and_exits_zero() {
         rows(&env).await > 0
     })
     .await;
-    let pid = worker.id().expect("running").to_string();
     let signalled = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), worker.wait())
-        .await
-        .expect("the worker exits within 10 s of SIGTERM")
-        .unwrap();
+    let exit = crate::helpers::sigterm(&mut worker, Duration::from_secs(10)).await;
     assert!(exit.success(), "exit status {exit}");
     let took = signalled.elapsed();
     // Whatever it did not acknowledge is back in the queue: a new worker finishes the job.

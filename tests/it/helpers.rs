@@ -577,3 +577,21 @@ pub async fn text_rows(env: &TestEnv, queries: &[&str]) -> Vec<String> {
     }
     out
 }
+
+/// Stops a process as Kubernetes does (SIGTERM) and waits up to `within` for it to exit;
+/// returns how it ended.
+pub async fn sigterm(
+    process: &mut tokio::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = process.id().expect("the process runs").to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success(), "kill -TERM {pid} failed");
+    tokio::time::timeout(within, process.wait())
+        .await
+        .unwrap_or_else(|_| panic!("process {pid} did not exit within {within:?} of SIGTERM"))
+        .unwrap()
+}

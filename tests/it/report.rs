@@ -487,16 +487,7 @@ async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_o
 
     // The default flush is a minute away: only the flush at shutdown can have written them.
     assert_eq!(totals(&env, "minute", STOCK).await, (0, 0));
-    let pid = process.id().unwrap().to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::time::timeout(PATIENCE, process.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = crate::helpers::sigterm(&mut process, PATIENCE).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(totals(&env, "minute", STOCK).await, (3, 3));
     env.teardown().await;

@@ -200,15 +200,7 @@ async fn passwords_never_appear_in_logs_metrics_health_or_the_report() {
         .unwrap_or_default();
     said.extend(stored);
 
-    let pid = worker.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(20), worker.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    crate::helpers::sigterm(&mut worker, Duration::from_secs(20)).await;
     let logs = stderr_reader.await.unwrap() + &stdout_reader.await.unwrap();
     assert!(
         logs.contains("database unavailable"),

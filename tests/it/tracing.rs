@@ -328,16 +328,7 @@ async fn spans_leave_as_protobuf_by_default_and_the_last_ones_at_shutdown() {
         "nothing is exported before the schedule or the shutdown"
     );
 
-    let pid = worker.id().expect("the worker runs").to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let status = tokio::time::timeout(PATIENCE, worker.wait())
-        .await
-        .expect("the worker exits after SIGTERM")
-        .unwrap();
+    let status = crate::helpers::sigterm(&mut worker, PATIENCE).await;
     assert!(status.success(), "{status}");
 
     let trace_id = trace_id_bytes(&traceparent);
@@ -379,16 +370,7 @@ async fn a_collector_that_is_down_holds_nothing_up() {
     let second = oms.next().await;
     assert_eq!(second.routing_key, methods::CREATE);
     assert_ne!(first.traceparent(), second.traceparent());
-    let pid = worker.id().expect("the worker runs").to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let status = tokio::time::timeout(PATIENCE, worker.wait())
-        .await
-        .expect("the worker exits after SIGTERM")
-        .unwrap();
+    let status = crate::helpers::sigterm(&mut worker, PATIENCE).await;
     assert!(status.success(), "{status}");
     env.teardown().await;
 }
