@@ -5,7 +5,8 @@
 //! - 2xx with a JSON-RPC `result` (or the `"error": ""` some buses send for success): taken;
 //! - a JSON-RPC error (an object, or a non-empty `error` string), or a 4xx: refused, with
 //!   the bus's own words;
-//! - a 5xx, 408, 429, a timeout or a refused connection: unavailable, try again.
+//! - a 5xx, 408, 429, a timeout or a refused connection: unavailable, try again; so is a
+//!   401 (after one fresh token) or 407, since wrong credentials are not the message's fault.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,9 +289,14 @@ impl BusClient {
 
 /// What an answer means (see the module's documentation).
 pub fn classify(status: StatusCode, body: &[u8]) -> Result<Answer, Unavailable> {
+    // A 401 (still, after a fresh token) or a 407 says the connector's credentials are
+    // wrong, not the message: the message waits and is retried, in its order, while the
+    // operator mends the credentials, rather than every message being dead-lettered.
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
     {
         return Err(Unavailable(format!(
             "the bus answered {status}: {}",
@@ -415,6 +421,14 @@ mod tests {
         ));
         assert!(classify(StatusCode::BAD_GATEWAY, b"").is_err());
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, b"").is_err());
+        assert!(
+            classify(StatusCode::UNAUTHORIZED, b"bad token").is_err(),
+            "wrong credentials hold the message, they do not dead-letter it"
+        );
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, b"not this order"),
+            Ok(Answer::Refused(r)) if r.contains("403")
+        ));
         assert!(matches!(classify(ok, b"<html>"), Ok(Answer::Refused(_))));
     }
 
