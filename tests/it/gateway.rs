@@ -575,3 +575,44 @@ async fn with_the_broker_down_the_bus_is_told_to_retry_and_nothing_is_acknowledg
     worker.stop().await;
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_confirm_that_never_comes_is_answered_503_and_the_bus_tries_again() {
+    let env = TestEnv::new().await;
+    let (_listener, mut consumer) = listen_on_oms(&env, METHOD).await;
+    let broker: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = Proxy::start(broker).await;
+    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
+    let amqp_flag = format!("--amqp-url={via_proxy}");
+    let (worker, addr) = start_gateway(&env, &[&amqp_flag], &[], false).await;
+    let reply = post(addr, request("before", METHOD).as_bytes(), &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    next_delivery(&mut consumer).await;
+
+    // The connection stays open but nothing moves: the publish is never confirmed.
+    proxy.set(Mode::Stalled);
+    let reply = post(addr, request("stalled", METHOD).as_bytes(), &[]).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(reply.header("retry-after").is_some(), "{reply:?}");
+    assert_eq!(reply.json()["id"], "stalled");
+
+    proxy.set(Mode::Open);
+    wait_until("the gateway to take requests again", PATIENCE, || async {
+        post(addr, request("stalled", METHOD).as_bytes(), &[])
+            .await
+            .status
+            == 200
+    })
+    .await;
+    let delivery = next_delivery(&mut consumer).await;
+    assert_eq!(
+        delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some("stalled")
+    );
+    worker.stop().await;
+    env.teardown().await;
+}

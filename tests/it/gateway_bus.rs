@@ -63,6 +63,13 @@ struct BusState {
     /// Calls being answered now, and the most there ever were at once.
     in_flight: usize,
     most_in_flight: usize,
+    /// Where tokens are handed out (under the base): `/oauth/token` unless set.
+    token_path: Option<String>,
+    /// The `expires_in` of the tokens handed out: 3600 unless set.
+    token_lifetime: Option<f64>,
+    /// Answer 401 to every call but the token endpoint's (the connector's credentials are
+    /// wrong, say its client secret was rotated).
+    deny: bool,
 }
 
 #[derive(Clone)]
@@ -75,7 +82,13 @@ pub struct TestBus {
 
 impl TestBus {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A bus listening on `addr` (a gateway may have been calling there while nothing
+    /// listened).
+    pub async fn start_on(addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(BusState::default()));
         let stop = CancellationToken::new();
@@ -149,6 +162,21 @@ impl TestBus {
         self.state.lock().unwrap().most_in_flight
     }
 
+    /// Hands tokens out at `path` (under the base) instead of `/oauth/token`.
+    pub fn set_token_path(&self, path: &str) {
+        self.state.lock().unwrap().token_path = Some(path.to_owned());
+    }
+
+    /// Hands out tokens that expire after `seconds`.
+    pub fn set_token_lifetime(&self, seconds: f64) {
+        self.state.lock().unwrap().token_lifetime = Some(seconds);
+    }
+
+    /// Answers 401 to every call but the token endpoint's while `deny`.
+    pub fn set_deny(&self, deny: bool) {
+        self.state.lock().unwrap().deny = deny;
+    }
+
     pub fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.clone()
     }
@@ -180,13 +208,15 @@ async fn answer(
     }
     let mut state = state.lock().unwrap();
     state.in_flight -= 1;
-    if path == "/oauth/token" {
+    if path == state.token_path.as_deref().unwrap_or("/oauth/token") {
         let token = format!("token-{}", state.tokens.len() + 1);
         state.tokens.push(token.clone());
+        let lifetime = state.token_lifetime.unwrap_or(3600.0);
         return (
             StatusCode::CREATED,
             [("content-type", "application/json")],
-            json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}).to_string(),
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})
+                .to_string(),
         )
             .into_response();
     }
@@ -202,6 +232,8 @@ async fn answer(
         .map(str::to_owned);
     let (status, reply) = if state.down {
         (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "down"}))
+    } else if state.deny {
+        (StatusCode::UNAUTHORIZED, json!({"error": "invalid client"}))
     } else if state.revoked.is_some() && state.revoked == bearer {
         state.revoked = None;
         (StatusCode::UNAUTHORIZED, json!({"error": "token revoked"}))

@@ -278,6 +278,136 @@ async fn an_oauth_token_is_fetched_once_and_renewed_after_a_401() {
 }
 
 #[tokio::test]
+async fn a_token_from_the_configured_url_is_replaced_before_it_expires() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.require_token();
+    bus.set_token_path("/auth/issue");
+    // A token that expires at once: a client that waited for the bus's 401 would be told
+    // "no valid token" on every call but the first.
+    bus.set_token_lifetime(0.000_001);
+    let publisher = connector_publisher(&env).await;
+    let token_url = format!("--oauth-url={}/auth/issue", bus.base);
+    let worker = start(
+        &env,
+        &bus,
+        &[
+            "--oauth-client-id=shop",
+            "--oauth-client-secret=s",
+            &token_url,
+        ],
+    )
+    .await;
+    // One order, so one call at a time: two lanes fetching tokens side by side would each
+    // make the other's stale.
+    let messages = [
+        message(CREATE, "410"),
+        message(CANCEL, "410:cancel"),
+        message(CANCEL, "410:cancel-again"),
+    ];
+    publish(&publisher, &messages).await;
+    wait_taken(&bus, messages.len()).await;
+    let calls = bus.calls();
+    assert!(
+        calls.iter().all(|c| c.status == 200),
+        "every call carried a live token: {:?}",
+        calls.iter().map(|c| (c.id(), c.status)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        bus.tokens().len(),
+        messages.len(),
+        "a fresh token for each call, fetched before the old one expired"
+    );
+    let mut used: Vec<_> = calls
+        .iter()
+        .filter_map(|c| c.authorization.clone())
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), messages.len(), "{used:?}");
+    assert!(
+        calls.iter().all(|c| c.path != "/oauth/token"),
+        "the default token URL was never asked"
+    );
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn with_credentials_the_bus_refuses_messages_wait_in_order_and_none_is_dead_lettered() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.require_token();
+    bus.set_deny(true);
+    let publisher = connector_publisher(&env).await;
+    let worker = start(
+        &env,
+        &bus,
+        &["--oauth-client-id=shop", "--oauth-client-secret=rotated"],
+    )
+    .await;
+    let messages = [message(CREATE, "420"), message(CANCEL, "420:cancel")];
+    publish(&publisher, &messages).await;
+    wait_until(
+        "the bus to refuse the credentials more than once",
+        PATIENCE,
+        || async { bus.calls().iter().filter(|c| c.status == 401).count() >= 3 },
+    )
+    .await;
+    assert!(taken(&bus).is_empty());
+    assert!(
+        bus.calls().iter().all(|c| c.id() == "420"),
+        "the cancellation waits behind its order's creation"
+    );
+    env.assert_no_dead_letters().await;
+    // The operator mends the credentials.
+    bus.set_deny(false);
+    wait_taken(&bus, messages.len()).await;
+    wait_queue_empty(&env).await;
+    let ids: Vec<String> = taken(&bus).iter().map(Call::id).collect();
+    assert_eq!(ids, ["420", "420:cancel"]);
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_bus_that_is_not_listening_yet_is_called_again_until_it_is() {
+    let env = TestEnv::new().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bus_addr = free.local_addr().unwrap();
+    drop(free);
+    let publisher = connector_publisher(&env).await;
+    let url = format!("--oms-url=http://{bus_addr}/api");
+    let (worker, _) = start_gateway_with(&env, &[], &[&url], |_| {}).await;
+    let messages = [message(CREATE, "430"), message(CANCEL, "430:cancel")];
+    publish(&publisher, &messages).await;
+    wait_until("a refused connection to be counted", PATIENCE, || async {
+        worker
+            .metric(
+                "omsc_gateway_http_responses_total",
+                &[("direction", "outbound"), ("class", "none")],
+            )
+            .await
+            >= 1.0
+    })
+    .await;
+    env.assert_no_dead_letters().await;
+    let bus = TestBus::start_on(&bus_addr.to_string()).await;
+    wait_taken(&bus, messages.len()).await;
+    wait_queue_empty(&env).await;
+    let ids: Vec<String> = taken(&bus).iter().map(Call::id).collect();
+    assert_eq!(ids, ["430", "430:cancel"]);
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn the_registration_reaches_the_bus_and_its_answer_is_stored() {
     let env = TestEnv::new().await;
     let bus = TestBus::start().await;
@@ -341,16 +471,27 @@ async fn omsc_run_all_with_a_bus_url_registers_there_and_serves_the_callback() {
     let gateway_addr = free.local_addr().unwrap();
     drop(free);
     let callback = format!("http://{gateway_addr}/oms-callback");
-    let mut omsc = env.spawn_binary_with_args(
-        "omsc",
-        &["run", "--all"],
-        &[
-            ("OMSC_OMS_URL", bus.base.as_str()),
-            ("OMSC_GATEWAY_ADDR", &gateway_addr.to_string()),
-            ("OMSC_CALLBACK_URL", &callback),
-            ("OMSC_REGISTER", "true"),
-        ],
-    );
+    let mut omsc = env
+        .binary_command(
+            "omsc",
+            &["run", "--all"],
+            &[
+                ("OMSC_OMS_URL", bus.base.as_str()),
+                ("OMSC_GATEWAY_ADDR", &gateway_addr.to_string()),
+                ("OMSC_CALLBACK_URL", &callback),
+                ("OMSC_REGISTER", "true"),
+            ],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = omsc.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
     wait_until("the registration at the bus", PATIENCE, || async {
         !bus.calls_of(protocol::service_bus::methods::REGISTER)
             .is_empty()
@@ -378,6 +519,13 @@ async fn omsc_run_all_with_a_bus_url_registers_there_and_serves_the_callback() {
     })
     .await;
     omsc.kill().await.unwrap();
+    // No OMSC_REGISTRATION_SECRET: the gateway takes unsigned requests, and says so once.
+    let logs = logs.await.unwrap();
+    assert_eq!(
+        logs.matches("OMSC_REGISTRATION_SECRET is not set").count(),
+        1,
+        "{logs}"
+    );
     bus.stop();
     env.teardown().await;
 }
