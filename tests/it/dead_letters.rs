@@ -333,32 +333,75 @@ async fn a_reason_is_matched_as_text_not_as_a_pattern() {
     env.teardown().await;
 }
 
-/// A dead-lettered message's log line names the message (its AMQP message id) and carries
-/// the span of the batch it came in (module, queue, message count), in the JSON log format
-/// a collector reads.
-#[tokio::test]
-async fn a_dead_letter_log_line_names_its_message_and_its_batch() {
-    let env = TestEnv::new().await;
+/// A worker's log as it writes it, one JSON object a line (`OMSC_LOG_FORMAT=json`), read as
+/// it comes so that a full pipe never stalls the worker.
+struct JsonLog {
+    lines: Arc<Mutex<Vec<Value>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl JsonLog {
+    fn read(stderr: tokio::process::ChildStderr) -> Self {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut input = BufReader::new(stderr).lines();
+        let reader = {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = input.next_line().await {
+                    if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                        lines.lock().unwrap().push(value);
+                    }
+                }
+            })
+        };
+        Self { lines, reader }
+    }
+
+    fn find(&self, message: &str) -> Option<Value> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().find(|l| l["message"] == message).cloned()
+    }
+
+    /// The first line saying `message`, once it was written.
+    async fn line(&self, message: &str) -> Value {
+        wait_until(&format!("the {message:?} log line"), PATIENCE, || async {
+            self.find(message).is_some()
+        })
+        .await;
+        self.find(message).unwrap()
+    }
+
+    /// Every line, once the process that wrote them ended.
+    async fn all(self) -> Vec<Value> {
+        self.reader.await.unwrap();
+        Arc::try_unwrap(self.lines).unwrap().into_inner().unwrap()
+    }
+}
+
+/// A worker process writing JSON log lines at `info`, and its log.
+fn logging_worker(
+    env: &TestEnv,
+    binary: &str,
+    extra_env: &[(&str, &str)],
+) -> (tokio::process::Child, JsonLog) {
+    let mut vars = vec![("OMSC_LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+    vars.extend_from_slice(extra_env);
     let mut worker = env
-        .binary_command(
-            "omsc-inventory",
-            &[],
-            &[("OMSC_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
-        )
+        .binary_command(binary, &[], &vars)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read the log as it is written (a full pipe would stall the worker).
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
-    let reader = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.lock().unwrap().push(line);
-            }
-        })
-    };
+    let log = JsonLog::read(worker.stderr.take().unwrap());
+    (worker, log)
+}
+
+/// A dead-lettered message's log line names the message (its AMQP message id, routing key,
+/// module and attempt) and carries the span of the batch it came in (module, queue, message
+/// count), in the JSON log format a collector reads.
+#[tokio::test]
+async fn a_dead_letter_log_line_names_its_message_and_its_batch() {
+    let env = TestEnv::new().await;
+    let (mut worker, log) = logging_worker(&env, "omsc-inventory", &[]);
     // A snapshot in the vendor's shape with a negative quantity: refused by the parser.
     let body = json!({
         "jsonrpc": "2.0",
@@ -385,19 +428,16 @@ async fn a_dead_letter_log_line_names_its_message_and_its_batch() {
         .unwrap();
     env.expect_dead_letters(1).await;
 
-    let dead_lettered = || {
-        log.lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["message"] == "dead-lettered")
-    };
-    wait_until("the dead-lettered log line", PATIENCE, || async {
-        dead_lettered().is_some()
-    })
-    .await;
-    let line = dead_lettered().unwrap();
+    let line = log.line("dead-lettered").await;
     assert_eq!(line["message_id"], "log-me-7f3a", "{line}");
+    assert_eq!(
+        line["routing_key"],
+        methods::AGGREGATE_STOCK_UPDATED,
+        "{line}"
+    );
+    assert_eq!(line["module"], "inventory", "{line}");
+    // Refused at its first delivery: attempt 1.
+    assert_eq!(line["attempt"], 1, "{line}");
     assert_eq!(line["level"], "WARN", "{line}");
     assert!(
         line["reason"].as_str().unwrap_or("").contains("quantity"),
@@ -410,6 +450,112 @@ async fn a_dead_letter_log_line_names_its_message_and_its_batch() {
     assert_eq!(span["messages"], 1, "{line}");
 
     worker.kill().await.unwrap();
-    reader.await.unwrap();
+    log.all().await;
+    env.teardown().await;
+}
+
+/// Followed through the log by its message id: an update that races ahead of its order is
+/// retried (attempt 1), given up on at the last attempt (attempt 2 of 2) and, replayed by an
+/// operator, said replayed (the attempt it was dead-lettered at); every line names its
+/// routing key and module.
+#[tokio::test]
+async fn retry_give_up_and_replay_lines_name_the_message_its_routing_key_and_attempt() {
+    let env = TestEnv::new().await;
+    let (mut worker, log) = logging_worker(
+        &env,
+        "omsc-sales",
+        &[
+            ("OMSC_MAX_ATTEMPTS", "2"),
+            ("OMSC_SALES_CHANNEL", "default"),
+        ],
+    );
+    let publisher = crate::sales_support::oms_publisher(&env).await;
+    // An order of this Commerce's sales channel that is not here (yet): retried.
+    let update = json!({
+        "jsonrpc": "2.0",
+        "id": "u-1",
+        "method": protocol::sales::methods::UPDATED,
+        "params": {"order": {"id": "LATE-1", "store": "default", "status": "LOGISTICS",
+                             "status_reason": "", "status_date": "2026-03-01 10:00:00"}}
+    });
+    publisher
+        .publish_all(
+            [(
+                protocol::sales::methods::UPDATED,
+                update.to_string().into_bytes(),
+                "late-7c1e".to_owned(),
+            )],
+            1,
+        )
+        .await
+        .unwrap();
+
+    let named = |line: &Value, attempt: u32| {
+        assert_eq!(line["message_id"], "late-7c1e", "{line}");
+        assert_eq!(
+            line["routing_key"],
+            protocol::sales::methods::UPDATED,
+            "{line}"
+        );
+        assert_eq!(line["module"], "sales", "{line}");
+        assert_eq!(line["attempt"], attempt, "{line}");
+    };
+    let retry = log.line("will retry").await;
+    named(&retry, 1);
+    assert!(
+        retry["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not in this Commerce yet"),
+        "{retry}"
+    );
+    let gave_up = log.line("dead-lettered: gave up retrying").await;
+    named(&gave_up, 2);
+    let letter = env.expect_dead_letters(1).await.remove(0);
+    worker.kill().await.unwrap();
+    let worker_lines = log.all().await;
+    assert_eq!(
+        worker_lines
+            .iter()
+            .filter(|l| l["message"] == "will retry")
+            .count(),
+        1,
+        "one retry before the last attempt"
+    );
+
+    let mut replay = tokio::process::Command::new(binary("omsc"))
+        .args(["dead-letters", "replay", &letter.id.to_string()])
+        .env("DATABASE_URL", &env.database_url)
+        .env("AMQP_URL", crate::helpers::AMQP_URL)
+        .env("OMSC_PREFIX", &env.prefix)
+        .env("OMSC_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let replay_log = JsonLog::read(replay.stderr.take().unwrap());
+    let output = replay.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("replayed 1 dead letter(s)"),
+        "{output:?}"
+    );
+    let replayed: Vec<Value> = replay_log
+        .all()
+        .await
+        .into_iter()
+        .filter(|l| l["message"] == "replayed")
+        .collect();
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    let line = &replayed[0];
+    named(line, 2);
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["dead_letter"], letter.id, "{line}");
+    assert_eq!(
+        line["queue"],
+        env.queue("connector.sales").as_str(),
+        "{line}"
+    );
     env.teardown().await;
 }

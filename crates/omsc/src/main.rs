@@ -67,6 +67,9 @@ enum Command {
         db: DatabaseArgs,
         #[command(flatten)]
         broker: BrokerArgs,
+        /// How the log lines (one per replayed message) are written on standard error.
+        #[arg(long, env = "OMSC_LOG_FORMAT", value_enum, default_value_t = runtime::config::LogFormat::Text)]
+        log_format: runtime::config::LogFormat,
         #[command(subcommand)]
         command: dead_letters::Command,
     },
@@ -213,8 +216,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::DeadLetters {
             db,
             broker,
+            log_format,
             command,
-        } => dead_letters::run(&db.database_url, &broker.amqp_url, &broker.prefix, command).await,
+        } => {
+            runtime::telemetry::init(log_format);
+            dead_letters::run(&db.database_url, &broker.amqp_url, &broker.prefix, command).await
+        }
         Command::Outbox { db, command } => outbox_cmd::run(&db.database_url, command).await,
         Command::Catalog { runtime, command } => catalog_export::run(&runtime, command).await,
         Command::Register(args) => register(args).await,

@@ -331,6 +331,8 @@ impl<H: Handler> Session<H> {
             module = self.module,
             endpoint = message.endpoint,
             message_id = message.message_id().unwrap_or("-"),
+            routing_key = message.routing_key.as_str(),
+            attempt = message.attempt + 1,
             bytes = message.body.len(),
             limit,
             "dead-lettered unread: the body is over the size limit"
@@ -391,25 +393,32 @@ impl<H: Handler> Session<H> {
                 }
             }
             stats.message(self.module, message.endpoint, outcome.label(), took, lag);
-            // Each line names its message, so a person can find the message in the dead
-            // letters or the broker; the batch span names the batch it came in.
+            // Each line names its message (id, routing key, module, which attempt failed,
+            // counting from 1), so a person can find the message in the dead letters or the
+            // broker and follow it through its retries; the batch span names the batch it
+            // came in.
             let message_id = message.message_id().unwrap_or("-");
+            let routing_key = message.routing_key.as_str();
+            let attempt = message.attempt + 1;
             match outcome {
                 crate::handler::Outcome::Reject(reason) => tracing::warn!(
                     module = self.module,
                     endpoint = message.endpoint,
                     message_id,
+                    routing_key,
+                    attempt,
                     reason = %reason,
                     "dead-lettered"
                 ),
                 // The last attempt went to the dead-letter queue, not to a retry queue
                 // (`batch.rs`): say so.
-                crate::handler::Outcome::Retry(reason) if message.attempt + 1 >= max_attempts => {
+                crate::handler::Outcome::Retry(reason) if attempt >= max_attempts => {
                     tracing::warn!(
                         module = self.module,
                         endpoint = message.endpoint,
                         message_id,
-                        attempts = message.attempt + 1,
+                        routing_key,
+                        attempt,
                         reason = %reason,
                         "dead-lettered: gave up retrying"
                     );
@@ -418,7 +427,8 @@ impl<H: Handler> Session<H> {
                     module = self.module,
                     endpoint = message.endpoint,
                     message_id,
-                    attempt = message.attempt + 1,
+                    routing_key,
+                    attempt,
                     reason = %reason,
                     "will retry"
                 ),

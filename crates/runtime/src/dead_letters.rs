@@ -648,6 +648,18 @@ pub async fn replay(
         client
             .execute(SETTLE, &[&vec![letter.id], &"replayed"])
             .await?;
+        // Named like its dead-letter line (the attempt at which it was dead-lettered, counting
+        // from 1; the stored count is the failures before that one), so the log follows a
+        // message from its failure to its replay.
+        tracing::info!(
+            module = letter.module.as_deref().unwrap_or("-"),
+            queue = %queue,
+            dead_letter = letter.id,
+            message_id = letter.message_id.as_deref().unwrap_or("-"),
+            routing_key = letter.routing_key.as_deref().unwrap_or("-"),
+            attempt = letter.attempts + 1,
+            "replayed"
+        );
         replayed.push(letter.id);
     }
     let _ = amqp::within("closing", connection.close(200, "replayed".into())).await;
