@@ -477,3 +477,98 @@ async fn row_id(env: &TestEnv, subject: &str) -> String {
         .get::<_, i64>(0)
         .to_string()
 }
+
+/// Failed rows of several modules, topics and ages (no relay runs, so they stay as written):
+/// `(module, topic, subject, age in hours)`.
+const FILTERED: &[(&str, &str, &str, i32)] = &[
+    ("sales", "order.create", "S-old", 72),
+    ("sales", "order.cancel", "S-new", 0),
+    ("postsales", "return.authorize", "P-old", 72),
+    ("errors", "error.notify", "E-new", 0),
+];
+
+/// The subjects `omsc outbox list --json` prints with `args` (`--state all` unless they say).
+async fn listed_subjects(env: &TestEnv, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["list", "--json"];
+    if !args.contains(&"--state") {
+        all.extend(["--state", "all"]);
+    }
+    all.extend_from_slice(args);
+    let (code, out, err) = omsc_outbox(env, &all).await;
+    assert_eq!(code, 0, "{args:?}: {err}");
+    let mut subjects: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            row["subject"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+#[tokio::test]
+async fn outbox_rows_are_selected_by_age_topic_and_module_and_a_module_typo_is_refused() {
+    let env = TestEnv::new().await;
+    for (module, topic, subject, hours) in FILTERED {
+        env.db
+            .execute(
+                "SELECT omsc_outbox_add($1, $2, $3)",
+                &[module, topic, subject],
+            )
+            .await
+            .unwrap();
+        env.db
+            .execute(
+                "UPDATE outbox SET failed_at = now(), attempts = 3, last_error = 'refused',
+                                   created_at = now() - make_interval(hours => $2)
+                  WHERE subject = $1",
+                &[subject, hours],
+            )
+            .await
+            .unwrap();
+    }
+
+    // Each filter selects its rows and no other; together they narrow each other.
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--older-than", "2days"], &["P-old", "S-old"]),
+        (&["--older-than", "4days"], &[]),
+        (&["--topic", "order.create"], &["S-old"]),
+        (&["--topic", "error.notify"], &["E-new"]),
+        (&["--module", "sales"], &["S-new", "S-old"]),
+        (&["--module", "postsales"], &["P-old"]),
+        (&["--module", "errors"], &["E-new"]),
+        (&["--module", "catalog"], &[]),
+        (&["--module", "sales", "--older-than", "1h"], &["S-old"]),
+        (
+            &["--module", "sales", "--topic", "order.cancel"],
+            &["S-new"],
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(listed_subjects(&env, args).await, *expected, "{args:?}");
+    }
+
+    // An action takes the same filters: only the old post-sales row is retried.
+    let (code, out, err) = omsc_outbox(&env, &["retry", "--module", "postsales"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("retried 1 outbox row(s)"), "{out}");
+    assert_eq!(
+        listed_subjects(&env, &["--state", "failed"]).await,
+        ["E-new", "S-new", "S-old"]
+    );
+    assert_eq!(row_state(&env, "P-old").await, "pending");
+
+    // A module that is not one is refused with the choices (a usage error, status 2), not
+    // answered with an empty list.
+    let (code, out, err) = omsc_outbox(&env, &["list", "--module", "slaes"]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("invalid value 'slaes'"), "{err}");
+    let choices = omsc::modules::outbox_modules().join(", ");
+    assert!(
+        err.contains(&format!("[possible values: {choices}]")),
+        "{err}"
+    );
+    env.teardown().await;
+}

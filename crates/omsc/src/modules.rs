@@ -23,6 +23,24 @@ pub const ALL: &[Module] = &[
 ];
 
 impl Module {
+    /// The module's name, as its consumer, its outbox rows and its metrics carry it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Module::Inventory => "inventory",
+            Module::Sales => sales::MODULE,
+            Module::Postsales => postsales::MODULE,
+            Module::Catalog => catalog::MODULE,
+        }
+    }
+
+    /// Whether the module tells the OMS what changed in Commerce through an outbox relay.
+    pub fn relays_an_outbox(self) -> bool {
+        match self {
+            Module::Inventory => false,
+            Module::Sales | Module::Postsales | Module::Catalog => true,
+        }
+    }
+
     /// The module's queue (its name and bindings).
     pub fn queue(self) -> QueueSpec {
         match self {
@@ -60,9 +78,65 @@ pub fn queues() -> Vec<QueueSpec> {
         .collect()
 }
 
+/// The modules outbox rows belong to, as `omsc outbox --module` takes them: each module that
+/// relays an outbox, then the error notifications to the OMS (written with the dead letters
+/// of every module, `runtime::notify`).
+pub fn outbox_modules() -> Vec<&'static str> {
+    ALL.iter()
+        .filter(|m| m.relays_an_outbox())
+        .map(|m| m.name())
+        .chain([runtime::notify::MODULE])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+
+    /// Installed in a runtime (which connects to nothing until it runs), each module consumes
+    /// under its name and adds a relay exactly when it says it relays an outbox; every relay
+    /// a worker adds is one `omsc outbox --module` takes.
+    #[tokio::test]
+    async fn each_module_is_named_and_relays_an_outbox_as_it_says() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            runtime: runtime::RuntimeConfig,
+            #[command(flatten)]
+            inventory: inventory::InventoryConfig,
+            #[command(flatten)]
+            catalog: catalog::CatalogConfig,
+        }
+        let flags = Flags::try_parse_from([
+            "omsc",
+            "--database-url=postgres://omsc@127.0.0.1:1/omsc",
+            "--amqp-url=amqp://127.0.0.1:1/%2f",
+            "--http-addr=127.0.0.1:0",
+        ])
+        .unwrap();
+        let takes = outbox_modules();
+        for module in ALL {
+            let mut app = runtime::Runtime::build(flags.runtime.clone())
+                .await
+                .unwrap();
+            module
+                .install(&mut app, &flags.inventory, &flags.catalog, None)
+                .unwrap();
+            let consumers: Vec<&str> = app.modules().iter().map(|(m, _)| *m).collect();
+            assert_eq!(consumers, [module.name()], "{module:?}");
+            let relays = app.relays();
+            assert_eq!(
+                relays.contains(&module.name()),
+                module.relays_an_outbox(),
+                "{module:?}: {relays:?}"
+            );
+            for relay in relays {
+                assert!(takes.contains(relay), "{relay} is not in {takes:?}");
+            }
+        }
+    }
 
     #[test]
     fn every_queue_is_listed_once_and_the_gateway_last() {

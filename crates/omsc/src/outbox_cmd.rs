@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -78,8 +79,8 @@ impl StateFilter {
 pub struct Select {
     /// Row ids.
     ids: Vec<i64>,
-    /// Only rows of this module (sales, postsales, catalog; errors: the error notifications).
-    #[arg(long)]
+    /// Only rows of this module (errors: the error notifications to the OMS).
+    #[arg(long, value_parser = PossibleValuesParser::new(omsc::modules::outbox_modules()))]
     module: Option<String>,
     /// Only rows of this topic (order.create, order.cancel, return.authorize, product, …).
     #[arg(long)]

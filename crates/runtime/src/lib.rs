@@ -120,6 +120,8 @@ pub struct Runtime {
     /// The queues of the consumers, whose depths are sampled.
     queues: Vec<(&'static str, QueueSpec)>,
     modules: Vec<registration::ModuleMethods>,
+    /// The modules of the outbox relays added so far.
+    relays: Vec<&'static str>,
     /// Whether the relay of error notifications (`notify`) was added: once per process.
     notifier: bool,
 }
@@ -167,6 +169,7 @@ impl Runtime {
             consumed: Vec::new(),
             queues: Vec::new(),
             modules: Vec::new(),
+            relays: Vec::new(),
             notifier: false,
         })
     }
@@ -267,9 +270,16 @@ impl Runtime {
         ));
     }
 
+    /// The modules of the outbox relays added so far: the values of `outbox.module` this
+    /// process sends.
+    pub fn relays(&self) -> &[&'static str] {
+        &self.relays
+    }
+
     /// Adds a module's outbox relay.
     pub fn add_outbox_relay<H: outbox::OutboxHandler>(&mut self, handler: H) {
         self.shared.stats.add_module(handler.module());
+        self.relays.push(handler.module());
         let handler = Arc::new(handler);
         let name = format!("{} outbox relay", handler.module());
         let beat = Beat::new(self.shared.health.clone(), &name);
