@@ -1,6 +1,6 @@
 //! Limits where the wire counts bytes, a message that cannot be sent failing its own outbox
-//! row and not the relay, every background loop in `/readyz`, and stock snapshots from the
-//! future refused.
+//! row and not the relay, every background loop in `/readyz` (a whole connector's, a keeper
+//! cut off from the broker), and stock snapshots from the future refused.
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use protocol::sales::methods;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{PATIENCE, TestEnv, http_get, wait_until};
+use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, http_get, wait_until};
+use crate::proxy::{Mode, Proxy};
 use crate::sales_support::{OmsInbox, start_sales};
 
 const EXAMPLE: &str = include_str!("../../docs/examples/place-order.sql");
@@ -234,6 +235,78 @@ async fn a_background_loop_that_stops_or_stops_beating_makes_the_process_not_rea
 
     worker.token.cancel();
     worker.handle.await.unwrap().unwrap();
+    env.teardown().await;
+}
+
+/// A whole connector (`omsc run --all`, a real process) names each of its background loops
+/// in `/readyz`, each ready: the NONZERO settler and the full-export driver (which beat every
+/// 30 s), every outbox relay, every module's dead-letter keeper and the statistics flusher.
+#[tokio::test]
+async fn a_whole_connector_names_each_of_its_loops_ready_in_readyz() {
+    let env = TestEnv::new().await;
+    let addr = test_support::http::free_address().unwrap();
+    let mut process = env.spawn_binary_with_args(
+        "omsc",
+        &["run", "--all"],
+        &[("OMSC_HTTP_ADDR", &addr.to_string())],
+    );
+    wait_until("the connector to be ready", PATIENCE, || async {
+        http_get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    let (_, body) = http_get(addr, "/readyz").await;
+    let mut expected = vec![
+        "inventory nonzero settler: ready (running)".to_owned(),
+        "catalog full export: ready (running)".to_owned(),
+        "errors outbox relay: ready (running)".to_owned(),
+        "statistics flusher: ready (running)".to_owned(),
+    ];
+    for module in omsc::modules::ALL {
+        expected.push(format!(
+            "{} dead-letter keeper: ready (running)",
+            module.queue().name
+        ));
+        if module.relays_an_outbox() {
+            expected.push(format!("{} outbox relay: ready (running)", module.name()));
+        }
+    }
+    for line in &expected {
+        assert!(body.lines().any(|l| l == line), "{line}: {body}");
+    }
+    let status = crate::helpers::sigterm(&mut process, PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+    env.teardown().await;
+}
+
+/// A dead-letter keeper waits on its queue for as long as nothing is dead-lettered, so it has
+/// no beat to miss: cut off from the broker, it says itself not ready while it reconnects,
+/// and ready again once it consumes.
+#[tokio::test]
+async fn a_dead_letter_keeper_cut_off_from_the_broker_is_not_ready_until_it_is_back() {
+    const KEEPER: &str = "connector.inventory dead-letter keeper: ";
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
+    let worker = env
+        .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
+        .await;
+    let ready = format!("{KEEPER}ready (running)");
+    wait_for_line(worker.http, "/readyz", &ready).await;
+
+    proxy.set(Mode::Cut);
+    let reconnecting = format!("{KEEPER}not ready (reconnecting: ");
+    wait_until("the keeper to say it reconnects", PATIENCE, || async {
+        let (_, body) = http_get(worker.http, "/readyz").await;
+        body.lines().any(|l| l.starts_with(&reconnecting))
+    })
+    .await;
+    let (status, body) = http_get(worker.http, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+
+    proxy.set(Mode::Open);
+    wait_for_line(worker.http, "/readyz", &ready).await;
+    worker.wait_ready().await;
+    worker.stop().await;
     env.teardown().await;
 }
 

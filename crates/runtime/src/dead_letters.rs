@@ -159,15 +159,32 @@ const COUNT_EVERY: Duration = Duration::from_secs(1);
 /// How long without a new dead letter counts as having nothing more to store.
 const IDLE: Duration = Duration::from_millis(50);
 
-/// Runs the keeper of `spec`'s dead-letter queue until `shutdown`.
-pub async fn keep(shared: Shared, spec: QueueSpec, shutdown: CancellationToken) {
+/// A session that lasted this long resets the reconnection backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// The keeper's line in `/readyz` while it consumes its queue.
+const KEEPING: &str = "running";
+
+/// Runs the keeper of `spec`'s dead-letter queue until `shutdown`. `name` is its `/readyz`
+/// line: not ready, with the reason, from a failed session until the next one consumes
+/// again, since it waits on deliveries for as long as none come and has no beat to miss.
+pub async fn keep(shared: Shared, spec: QueueSpec, name: String, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     while !shutdown.is_cancelled() {
-        match keeper_session(&shared, &spec, &shutdown).await {
+        let started = tokio::time::Instant::now();
+        match keeper_session(&shared, &spec, &name, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
+                // After a session that lasted, a failure is a new outage: start small again.
+                if started.elapsed() > HEALTHY_SESSION {
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay();
-                tracing::warn!(queue = spec.name, error = %format!("{e:#}"), ?delay, "dead-letter keeper reconnects");
+                let reason = format!("{e:#}");
+                shared
+                    .health
+                    .set(&name, false, format!("reconnecting: {reason}"));
+                tracing::warn!(queue = spec.name, error = %reason, ?delay, "dead-letter keeper reconnects");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
@@ -180,6 +197,7 @@ pub async fn keep(shared: Shared, spec: QueueSpec, shutdown: CancellationToken) 
 async fn keeper_session(
     shared: &Shared,
     spec: &QueueSpec,
+    name: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let dead = shared.topology.dead_queue(spec);
@@ -214,6 +232,7 @@ async fn keeper_session(
         FieldTable::default(),
     );
     let mut consumer = amqp::within("subscribing to the dead-letter queue", consume).await?;
+    shared.health.set(name, true, KEEPING);
     tracing::debug!(queue = %dead, "keeping dead letters");
     refresh_gauge(shared, spec).await;
     let mut counted = tokio::time::Instant::now();

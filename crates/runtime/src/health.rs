@@ -11,7 +11,9 @@
 //! process was not shutting down makes the process not ready, and not alive, with the reason.
 //! A loop with a beat period beats at least that often, idle or not; one that has not beaten
 //! for [`LATE_AFTER_PERIODS`] periods is reported late (`no beat for 95 s, period 30 s`): not
-//! ready, but still alive, since it is waiting on the database or the broker.
+//! ready, but still alive, since it is waiting on the database or the broker. A loop without
+//! a period (a dead-letter keeper, which waits on deliveries for as long as none come) says
+//! itself, with [`Health::set`], when it is not ready: while it reconnects to the broker.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -231,12 +231,16 @@ impl Runtime {
     }
 
     /// Adds the keeper of `spec`'s dead-letter queue (`add_consumer` does, for a module's
-    /// queue). It waits on dead letters for as long as none come: only its end is watched.
+    /// queue). It waits on dead letters for as long as none come, so it has no period to beat
+    /// at: its end is watched, and it says itself when it is not ready (reconnecting).
     pub fn add_dead_letter_keeper(&mut self, spec: QueueSpec) {
+        let name = format!("{} dead-letter keeper", spec.name);
         self.starters.push(Start::watched(
-            format!("{} dead-letter keeper", spec.name),
+            name.clone(),
             None,
-            Box::new(move |shared, shutdown| Box::pin(dead_letters::keep(shared, spec, shutdown))),
+            Box::new(move |shared, shutdown| {
+                Box::pin(dead_letters::keep(shared, spec, name, shutdown))
+            }),
         ));
     }
 
