@@ -220,8 +220,11 @@ async fn consume(
         shutdown: lane_stop.clone(),
     });
     let (events, mut settled) = mpsc::unbounded_channel::<LaneEvent>();
-    // Per subject: the lane's sender and the messages it holds.
-    let mut lanes: HashMap<String, (mpsc::UnboundedSender<Delivery>, usize)> = HashMap::new();
+    // Per subject: the lane's sender and the messages it holds. A lane's channel carries
+    // boxed deliveries: a channel allocates its slots in blocks of 32, and 32 deliveries
+    // in place (their properties included) are some 20 KiB, for each of up to a prefetch's
+    // worth of lanes.
+    let mut lanes: HashMap<String, (mpsc::UnboundedSender<Box<Delivery>>, usize)> = HashMap::new();
     let mut stopping: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
@@ -279,7 +282,7 @@ async fn consume(
                     (sender, 0)
                 });
                 *held += 1;
-                if lane.send(delivery).is_err() {
+                if lane.send(Box::new(delivery)).is_err() {
                     break Err(anyhow::anyhow!("the lane of {subject:?} stopped"));
                 }
             }
@@ -306,11 +309,11 @@ fn routing_key(delivery: &Delivery) -> String {
 async fn lane_task(
     context: Arc<Context>,
     subject: String,
-    mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    mut deliveries: mpsc::UnboundedReceiver<Box<Delivery>>,
     events: mpsc::UnboundedSender<LaneEvent>,
 ) {
     while let Some(delivery) = deliveries.recv().await {
-        match context.carry(delivery).await {
+        match context.carry(*delivery).await {
             Ok(true) => {
                 let _ = events.send(LaneEvent::Settled(subject.clone()));
             }
@@ -415,9 +418,10 @@ impl Context {
                     () = self.shutdown.cancelled() => return None,
                     permit = self.calls.acquire() => permit.ok()?,
                 };
-                self.client
-                    .call_with_headers(path, body.clone(), trace)
-                    .await
+                // Boxed, so that the call's state (the HTTP client's futures, several KiB)
+                // exists only while a permit is held: a lane waiting for a permit, or for
+                // its next message, stays small however many lanes the prefetch opens.
+                Box::pin(self.client.call_with_headers(path, body.clone(), trace)).await
             };
             let failure = match answer {
                 Ok(Answer::Taken(result)) => match self.after_taken(method, &result).await {
