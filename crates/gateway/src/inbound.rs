@@ -15,6 +15,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use lapin::BasicProperties;
@@ -84,6 +85,13 @@ pub async fn serve(inbound: Arc<Inbound>, listener: TcpListener, shutdown: Cance
     let router = Router::new().fallback(handle).with_state(inbound);
     health.set(COMPONENT, true, "listening");
     tracing::info!(?addr, "gateway listening for the bus");
+    // Each answer is one small write the bus waits for: Nagle's algorithm would only hold
+    // it back behind the acknowledgement of the previous one.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set on a bus connection");
+        }
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
