@@ -616,3 +616,63 @@ async fn a_confirm_that_never_comes_is_answered_503_and_the_bus_tries_again() {
     worker.stop().await;
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn the_report_shows_what_the_gateway_carried_each_way_per_method() {
+    use crate::gateway_bus::TestBus;
+    use crate::gateway_outbound::{connector_publisher, message, publish};
+    use protocol::sales::methods::{CANCEL, CREATE};
+
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    let publisher = connector_publisher(&env).await;
+    let (_listener, mut consumer) = listen_on_oms(&env, METHOD).await;
+    let url = format!("--oms-url={}", bus.base);
+    let (worker, addr) = start_gateway_with(&env, &[], &[&url], |_| {}).await;
+    for id in ["in-1", "in-2"] {
+        let reply = post(addr, request(id, METHOD).as_bytes(), &[]).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        next_delivery(&mut consumer).await;
+    }
+    let unknown = post(
+        addr,
+        request("in-3", "magento.test.nobody.listens").as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(unknown.json()["error"]["code"], -32601, "{unknown:?}");
+    publish(
+        &publisher,
+        &[message(CREATE, "450"), message(CANCEL, "450:cancel")],
+    )
+    .await;
+    wait_until("the bus to take both messages", PATIENCE, || async {
+        bus.calls().iter().filter(|c| c.status == 200).count() == 2
+    })
+    .await;
+    // Stopping flushes the worker's statistics, which the report reads.
+    worker.stop().await;
+    let report: Value =
+        serde_json::from_str(&crate::report::run_omsc(&env, &["report", "--json"]).await).unwrap();
+    let endpoints = report["endpoints"].as_array().unwrap();
+    let row = |module: &str, endpoint: &str| {
+        endpoints
+            .iter()
+            .find(|e| e["module"] == module && e["endpoint"] == endpoint)
+            .unwrap_or_else(|| panic!("no report row for {module} {endpoint}: {endpoints:#?}"))
+            .clone()
+    };
+    let inbound = row(gateway::inbound::MODULE, METHOD);
+    assert_eq!(inbound["messages"], 2, "{inbound}");
+    assert_eq!(inbound["outcomes"]["applied"], 2, "{inbound}");
+    assert!(inbound["p99"].as_f64().unwrap() > 0.0, "{inbound}");
+    let unrouted = row(gateway::inbound::MODULE, "magento.test.nobody.listens");
+    assert_eq!(unrouted["outcomes"]["dead"], 1, "{unrouted}");
+    for method in [CREATE, CANCEL] {
+        let outbound = row("gateway", method);
+        assert_eq!(outbound["messages"], 1, "{outbound}");
+        assert_eq!(outbound["outcomes"]["applied"], 1, "{outbound}");
+    }
+    bus.stop();
+    env.teardown().await;
+}

@@ -340,7 +340,7 @@ fn delta(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn run_omsc(env: &TestEnv, args: &[&str]) -> String {
+pub async fn run_omsc(env: &TestEnv, args: &[&str]) -> String {
     let output = tokio::process::Command::new(binary("omsc"))
         .args(args)
         .env("DATABASE_URL", &env.database_url)
