@@ -572,3 +572,45 @@ async fn outbox_rows_are_selected_by_age_topic_and_module_and_a_module_typo_is_r
     );
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_bulk_retry_on_a_terminal_shows_its_progress_and_without_one_prints_only_the_result() {
+    let env = TestEnv::new().await;
+    env.db
+        .batch_execute(
+            "SELECT omsc_outbox_add('sales', 'order.create', 'bulk-' || g)
+               FROM generate_series(1, 600) AS g;
+             UPDATE outbox SET failed_at = now(), attempts = 3, last_error = 'refused';",
+        )
+        .await
+        .unwrap();
+
+    // On a terminal (`script` gives the command a pseudo-terminal): a bar with the count.
+    let command = format!(
+        "{} outbox retry --module sales --topic order.create",
+        binary("omsc").display()
+    );
+    let output = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DATABASE_URL", &env.database_url)
+        .env("TERM", "xterm")
+        .output()
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("retrying"), "{shown:?}");
+    assert!(shown.contains("/600 rows"), "{shown:?}");
+    assert!(shown.contains("retried 600 outbox row(s)"), "{shown:?}");
+
+    // Piped (a script, a log): the result alone, no bar drawn into it.
+    env.db
+        .batch_execute("UPDATE outbox SET failed_at = now(), attempts = 3")
+        .await
+        .unwrap();
+    let (code, out, err) = omsc_outbox(&env, &["retry", "--module", "sales"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("retried 600 outbox row(s)"), "{out}");
+    assert!(!err.contains("rows"), "{err:?}");
+    env.teardown().await;
+}
