@@ -212,6 +212,69 @@ async fn with_the_bus_down_nothing_is_lost_nothing_taken_is_sent_again_and_order
 }
 
 #[tokio::test]
+async fn a_message_held_past_its_hold_takes_the_retry_queues_then_the_dead_letters_and_replays() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.set_down(true);
+    let publisher = connector_publisher(&env).await;
+    publish(&publisher, &[message(CREATE, "460")]).await;
+    // Held 0.3 s, then the 1 s retry queue, then held again: the second attempt is the last.
+    let url = format!("--oms-url={}", bus.base);
+    let (worker, _) = start_gateway_with(
+        &env,
+        &["--max-attempts=2"],
+        &[&url, "--hold-secs=0.3"],
+        |_| {},
+    )
+    .await;
+    let letters = env.expect_dead_letters(1).await;
+    assert_eq!(letters[0].message_id.as_deref(), Some("460"));
+    assert!(
+        letters[0].reason.contains("gave up after 2 attempts") && letters[0].reason.contains("503"),
+        "{}",
+        letters[0].reason
+    );
+    let refused = bus.calls().iter().filter(|c| c.status == 503).count();
+    assert!(refused >= 2, "tried in both attempts: {refused} calls");
+    assert!(taken(&bus).is_empty());
+    for (outcome, count) in [("retried", 1.0), ("dead", 1.0)] {
+        assert_eq!(
+            worker
+                .metric(
+                    "omsc_messages_total",
+                    &[("module", "gateway"), ("outcome", outcome)]
+                )
+                .await,
+            count,
+            "one retry, then the give-up, counted as a dead letter"
+        );
+    }
+
+    // The bus is back: the operator replays it, and it goes out once.
+    bus.set_down(false);
+    let replay = tokio::process::Command::new(binary("omsc"))
+        .args(["dead-letters", "replay", &letters[0].id.to_string()])
+        .env("DATABASE_URL", &env.database_url)
+        .env("AMQP_URL", AMQP_URL)
+        .env("OMSC_PREFIX", &env.prefix)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    wait_taken(&bus, 1).await;
+    wait_queue_empty(&env).await;
+    assert_eq!(taken(&bus)[0].id(), "460");
+    env.assert_no_dead_letters().await;
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn a_backlog_of_many_subjects_is_sent_with_a_bounded_number_of_calls_at_once() {
     let env = TestEnv::new().await;
     let bus = TestBus::start().await;

@@ -391,6 +391,7 @@ impl Context {
             endpoint,
             parsed: Ok(()),
         };
+        let settle = self.give_up_on_the_last_attempt(&incoming, settle);
         self.publish_failure(&incoming, &settle).await?;
         amqp::within(
             "acknowledging",
@@ -475,6 +476,17 @@ impl Context {
 
     /// Sends a refused message to the dead letters, an unavailable one to its retry queue
     /// (or, after the last attempt, the dead letters), confirmed before the acknowledgement.
+    /// A retry on the last attempt is a dead letter, and is counted as one.
+    fn give_up_on_the_last_attempt(&self, incoming: &Incoming<()>, settle: Settle) -> Settle {
+        let attempt = incoming.attempt + 1;
+        match settle {
+            Settle::Retry(reason) if attempt >= self.shared.config.consume.max_attempts.max(1) => {
+                Settle::Dead(format!("gave up after {attempt} attempts: {reason}"))
+            }
+            other => other,
+        }
+    }
+
     async fn publish_failure(
         &self,
         incoming: &Incoming<()>,
@@ -490,18 +502,10 @@ impl Context {
             ),
             Settle::Retry(reason) => {
                 let attempt = incoming.attempt + 1;
-                if attempt >= self.shared.config.consume.max_attempts.max(1) {
-                    let reason = format!("gave up after {attempt} attempts: {reason}");
-                    (
-                        topology.dead_queue(&QUEUE),
-                        incoming.dead_properties(&reason, MODULE, &queue),
-                    )
-                } else {
-                    (
-                        topology.retry_queue(&QUEUE, Topology::retry_tier(attempt)),
-                        incoming.retry_properties(attempt, reason),
-                    )
-                }
+                (
+                    topology.retry_queue(&QUEUE, Topology::retry_tier(attempt)),
+                    incoming.retry_properties(attempt, reason),
+                )
             }
         };
         self.publisher
@@ -526,13 +530,30 @@ impl Context {
             .stats
             .batch()
             .message(MODULE, incoming.endpoint, settle.outcome(), took, None);
+        // Named as the runtime's consumers name theirs: the message id, routing key, module
+        // and the attempt that failed (counting from 1).
+        let message_id = incoming.message_id().unwrap_or("-");
+        let routing_key = incoming.routing_key.as_str();
+        let attempt = incoming.attempt + 1;
         match settle {
-            Settle::Dead(reason) => {
-                tracing::warn!(module = MODULE, endpoint = incoming.endpoint, %reason, "dead-lettered");
-            }
-            Settle::Retry(reason) => {
-                tracing::info!(module = MODULE, endpoint = incoming.endpoint, %reason, "will retry");
-            }
+            Settle::Dead(reason) => tracing::warn!(
+                module = MODULE,
+                endpoint = incoming.endpoint,
+                message_id,
+                routing_key,
+                attempt,
+                %reason,
+                "dead-lettered"
+            ),
+            Settle::Retry(reason) => tracing::info!(
+                module = MODULE,
+                endpoint = incoming.endpoint,
+                message_id,
+                routing_key,
+                attempt,
+                %reason,
+                "will retry"
+            ),
             Settle::Sent => {}
         }
     }
