@@ -297,7 +297,13 @@ impl Inbound {
                     .await
                 {
                     Ok(()) => {
-                        tracing::warn!(method = %request.method, "dead-lettered a request no module consumes");
+                        tracing::warn!(
+                            module = MODULE,
+                            message_id = %request.message_id(),
+                            routing_key = %request.method,
+                            attempt = 1,
+                            "dead-lettered a request no module consumes"
+                        );
                         Taken::Unrouted(reason)
                     }
                     Err(e) => Taken::Unavailable(format!("storing the dead letter failed: {e}")),
