@@ -517,31 +517,41 @@ async fn a_slow_client_is_cut_off_and_a_burst_beyond_the_bound_is_turned_away() 
     env.teardown().await;
 }
 
-#[tokio::test]
-async fn with_the_broker_down_the_bus_is_told_to_retry_and_nothing_is_acknowledged() {
+/// A gateway whose broker connection goes through a proxy: a request accepted, then the
+/// proxy set to `fault` and a request `id` answered 503 with `Retry-After`, then the proxy
+/// open again and `id` sent until it is taken, and its delivery read. What a test may go on
+/// with.
+struct BrokerFault {
+    env: TestEnv,
+    worker: Worker,
+    addr: SocketAddr,
+    _listener: lapin::Connection,
+    consumer: lapin::Consumer,
+    /// The gateway's way to the broker, open: dropping it would cut the gateway off.
+    _proxy: Proxy,
+}
+
+async fn refused_during_then_taken_after(fault: Mode, id: &str) -> BrokerFault {
     let env = TestEnv::new().await;
-    let (_listener, mut consumer) = listen_on_oms(&env, METHOD).await;
+    let (listener, mut consumer) = listen_on_oms(&env, METHOD).await;
     let broker: SocketAddr = "127.0.0.1:5672".parse().unwrap();
     let proxy = Proxy::start(broker).await;
     let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
     let amqp_flag = format!("--amqp-url={via_proxy}");
     let (worker, addr) = start_gateway(&env, &[&amqp_flag], &[], false).await;
-    let reply = post(addr, request("up-1", METHOD).as_bytes(), &[]).await;
+    let reply = post(addr, request("before", METHOD).as_bytes(), &[]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     next_delivery(&mut consumer).await;
 
-    proxy.set(Mode::Cut);
-    let reply = post(addr, request("down-1", METHOD).as_bytes(), &[]).await;
+    proxy.set(fault);
+    let reply = post(addr, request(id, METHOD).as_bytes(), &[]).await;
     assert_eq!(reply.status, 503, "{reply:?}");
     assert!(reply.header("retry-after").is_some(), "{reply:?}");
-    assert_eq!(reply.json()["id"], "down-1");
+    assert_eq!(reply.json()["id"], id);
 
     proxy.set(Mode::Open);
     wait_until("the gateway to take requests again", PATIENCE, || async {
-        post(addr, request("down-1", METHOD).as_bytes(), &[])
-            .await
-            .status
-            == 200
+        post(addr, request(id, METHOD).as_bytes(), &[]).await.status == 200
     })
     .await;
     let delivery = next_delivery(&mut consumer).await;
@@ -551,14 +561,28 @@ async fn with_the_broker_down_the_bus_is_told_to_retry_and_nothing_is_acknowledg
             .message_id()
             .as_ref()
             .map(|m| m.as_str()),
-        Some("down-1")
+        Some(id)
     );
+    BrokerFault {
+        env,
+        worker,
+        addr,
+        _listener: listener,
+        consumer,
+        _proxy: proxy,
+    }
+}
+
+#[tokio::test]
+async fn with_the_broker_down_the_bus_is_told_to_retry_and_nothing_is_acknowledged() {
+    let mut fault = refused_during_then_taken_after(Mode::Cut, "down-1").await;
+    let addr = fault.addr;
     // The refused attempt was never published: the next message is the next one sent.
     let reply = post(addr, request("up-2", METHOD).as_bytes(), &[]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let mut ids = Vec::new();
     while ids.last().map(String::as_str) != Some("up-2") {
-        let delivery = next_delivery(&mut consumer).await;
+        let delivery = next_delivery(&mut fault.consumer).await;
         ids.push(
             delivery
                 .properties
@@ -572,49 +596,17 @@ async fn with_the_broker_down_the_bus_is_told_to_retry_and_nothing_is_acknowledg
         ids.iter().all(|id| id == "down-1" || id == "up-2"),
         "{ids:?}"
     );
-    worker.stop().await;
-    env.teardown().await;
+    fault.worker.stop().await;
+    fault.env.teardown().await;
 }
 
 #[tokio::test]
 async fn a_confirm_that_never_comes_is_answered_503_and_the_bus_tries_again() {
-    let env = TestEnv::new().await;
-    let (_listener, mut consumer) = listen_on_oms(&env, METHOD).await;
-    let broker: SocketAddr = "127.0.0.1:5672".parse().unwrap();
-    let proxy = Proxy::start(broker).await;
-    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
-    let amqp_flag = format!("--amqp-url={via_proxy}");
-    let (worker, addr) = start_gateway(&env, &[&amqp_flag], &[], false).await;
-    let reply = post(addr, request("before", METHOD).as_bytes(), &[]).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    next_delivery(&mut consumer).await;
-
-    // The connection stays open but nothing moves: the publish is never confirmed.
-    proxy.set(Mode::Stalled);
-    let reply = post(addr, request("stalled", METHOD).as_bytes(), &[]).await;
-    assert_eq!(reply.status, 503, "{reply:?}");
-    assert!(reply.header("retry-after").is_some(), "{reply:?}");
-    assert_eq!(reply.json()["id"], "stalled");
-
-    proxy.set(Mode::Open);
-    wait_until("the gateway to take requests again", PATIENCE, || async {
-        post(addr, request("stalled", METHOD).as_bytes(), &[])
-            .await
-            .status
-            == 200
-    })
-    .await;
-    let delivery = next_delivery(&mut consumer).await;
-    assert_eq!(
-        delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str()),
-        Some("stalled")
-    );
-    worker.stop().await;
-    env.teardown().await;
+    // The connection stays open but nothing moves: the publish is never confirmed, and the
+    // gateway gives up on it after the broker operations' timeout.
+    let fault = refused_during_then_taken_after(Mode::Stalled, "stalled").await;
+    fault.worker.stop().await;
+    fault.env.teardown().await;
 }
 
 #[tokio::test]
