@@ -32,21 +32,10 @@ fn snapshot(mode: SnapshotMode, secs: i64, entries: &[(&str, i64)]) -> StockSnap
 
 /// Runs `omsc dead-letters …` against the environment; returns stdout.
 async fn omsc(env: &TestEnv, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(binary("omsc"))
-        .arg("dead-letters")
-        .args(args)
-        .env("DATABASE_URL", &env.database_url)
-        .env("AMQP_URL", crate::helpers::AMQP_URL)
-        .env("OMSC_PREFIX", &env.prefix)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "omsc dead-letters {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    let args: Vec<&str> = std::iter::once("dead-letters")
+        .chain(args.iter().copied())
+        .collect();
+    env.omsc(&args, &[]).await
 }
 
 fn listed(json_lines: &str) -> Vec<Value> {

@@ -252,19 +252,8 @@ async fn a_message_held_past_its_hold_takes_the_retry_queues_then_the_dead_lette
 
     // The bus is back: the operator replays it, and it goes out once.
     bus.set_down(false);
-    let replay = tokio::process::Command::new(binary("omsc"))
-        .args(["dead-letters", "replay", &letters[0].id.to_string()])
-        .env("DATABASE_URL", &env.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("OMSC_PREFIX", &env.prefix)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    env.omsc(&["dead-letters", "replay", &letters[0].id.to_string()], &[])
+        .await;
     wait_taken(&bus, 1).await;
     wait_queue_empty(&env).await;
     assert_eq!(taken(&bus)[0].id(), "460");

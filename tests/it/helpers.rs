@@ -175,6 +175,23 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("starting {name}: {e}"))
     }
 
+    /// Runs `omsc` with `args` and this environment's settings (and `extra_env`), asserts it
+    /// succeeded, and returns what it printed.
+    pub async fn omsc(&self, args: &[&str], extra_env: &[(&str, &str)]) -> String {
+        let output = self
+            .binary_command("omsc", args, extra_env)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("starting omsc {args:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "omsc {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// The command that starts a real binary with arguments and this environment's settings
     /// in its environment, for a test that needs more of it (its output piped).
     pub fn binary_command(

@@ -9,7 +9,7 @@ use runtime::amqp::Publisher;
 use simulate::stock;
 
 use crate::helpers::{
-    AMQP_URL, INVENTORY_QUEUE, PATIENCE, TestEnv, amqp, binary, http_get, metric_value, wait_until,
+    INVENTORY_QUEUE, PATIENCE, TestEnv, amqp, http_get, metric_value, wait_until,
 };
 use crate::raw_amqp::{RawProperties, RawPublisher};
 
@@ -141,20 +141,8 @@ fn text(value: &str) -> AMQPValue {
 
 /// `omsc dead-letters show <id>` against the environment.
 async fn show(env: &TestEnv, id: i64) -> String {
-    let output = tokio::process::Command::new(binary("omsc"))
-        .args(["dead-letters", "show", &id.to_string()])
-        .env("DATABASE_URL", &env.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("OMSC_PREFIX", &env.prefix)
-        .output()
+    env.omsc(&["dead-letters", "show", &id.to_string()], &[])
         .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "omsc dead-letters show {id}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use runtime::registration::{self, Sent};
 use serde_json::Value;
 
 use crate::catalog::{catalog_config, commerce_inbox, next_json, spec_problems};
-use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, binary, wait_until};
+use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, wait_until};
 
 const SECRET: &str = "s3cret-do-not-print";
 
@@ -44,14 +44,16 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 async fn omsc(env: &TestEnv, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(binary("omsc"))
-        .args(args)
-        .env("DATABASE_URL", &env.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("OMSC_PREFIX", &env.prefix)
-        .env("OMSC_CONNECTOR_ID", "shop-eu")
-        .env("OMSC_CALLBACK_URL", "https://shop.example/oms")
-        .env("OMSC_REGISTRATION_SECRET", SECRET)
+    let output = env
+        .binary_command(
+            "omsc",
+            args,
+            &[
+                ("OMSC_CONNECTOR_ID", "shop-eu"),
+                ("OMSC_CALLBACK_URL", "https://shop.example/oms"),
+                ("OMSC_REGISTRATION_SECRET", SECRET),
+            ],
+        )
         .output()
         .await
         .unwrap();

@@ -341,19 +341,7 @@ fn delta(i: usize) -> Vec<u8> {
 }
 
 pub async fn run_omsc(env: &TestEnv, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(binary("omsc"))
-        .args(args)
-        .env("DATABASE_URL", &env.database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "omsc {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    env.omsc(args, &[]).await
 }
 
 #[tokio::test]
