@@ -8,7 +8,7 @@ use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use simulate::stock::{Storm, StormSpec};
 use stock_filter::Model;
 
-use crate::helpers::{AMQP_URL, INVENTORY_QUEUE, PATIENCE, TestEnv, http_get, wait_until};
+use crate::helpers::{INVENTORY_QUEUE, PATIENCE, TestEnv, http_get, wait_until};
 use crate::proxy::{Mode, Proxy};
 
 /// A storm big enough to take a debug build a few seconds.
@@ -141,10 +141,9 @@ async fn the_database_cut_off_mid_stream_holds_the_messages_until_it_is_back() {
 #[tokio::test]
 async fn the_broker_cut_off_mid_stream_is_reconnected_and_redelivers() {
     let env = TestEnv::new().await;
-    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
+    let proxy = Proxy::to_broker().await;
     let worker = env
-        .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
+        .start_worker_with(&[&format!("--amqp-url={}", proxy.amqp_url())])
         .await;
     let storm = big_storm(13);
     let deliveries = storm.deliveries(13, true, 0.1);
@@ -181,11 +180,8 @@ async fn the_broker_cut_off_mid_stream_is_reconnected_and_redelivers() {
 #[tokio::test]
 async fn a_stalled_broker_connection_is_noticed_by_heartbeat_and_replaced() {
     let env = TestEnv::new().await;
-    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let via_proxy = format!(
-        "{}?heartbeat=1",
-        AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string())
-    );
+    let proxy = Proxy::to_broker().await;
+    let via_proxy = format!("{}?heartbeat=1", proxy.amqp_url());
     let worker = env
         .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
         .await;

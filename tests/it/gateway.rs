@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, Worker, amqp, wait_until};
+use crate::helpers::{PATIENCE, TestEnv, Worker, amqp, wait_until};
 use crate::proxy::{Mode, Proxy};
 
 #[derive(Parser)]
@@ -534,10 +534,8 @@ struct BrokerFault {
 async fn refused_during_then_taken_after(fault: Mode, id: &str) -> BrokerFault {
     let env = TestEnv::new().await;
     let (listener, mut consumer) = listen_on_oms(&env, METHOD).await;
-    let broker: SocketAddr = "127.0.0.1:5672".parse().unwrap();
-    let proxy = Proxy::start(broker).await;
-    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
-    let amqp_flag = format!("--amqp-url={via_proxy}");
+    let proxy = Proxy::to_broker().await;
+    let amqp_flag = format!("--amqp-url={}", proxy.amqp_url());
     let (worker, addr) = start_gateway(&env, &[&amqp_flag], &[], false).await;
     let reply = post(addr, request("before", METHOD).as_bytes(), &[]).await;
     assert_eq!(reply.status, 200, "{reply:?}");

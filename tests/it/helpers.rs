@@ -175,6 +175,22 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("starting {name}: {e}"))
     }
 
+    /// Spawns a whole connector (`omsc run --all`, a real process) serving its health and
+    /// metrics on a free address, and waits until it is ready.
+    pub async fn spawn_ready_connector(&self) -> (tokio::process::Child, SocketAddr) {
+        let addr = test_support::http::free_address().unwrap();
+        let process = self.spawn_binary_with_args(
+            "omsc",
+            &["run", "--all"],
+            &[("OMSC_HTTP_ADDR", &addr.to_string())],
+        );
+        wait_until("the connector to be ready", PATIENCE, || async {
+            http_get(addr, "/readyz").await.0 == 200
+        })
+        .await;
+        (process, addr)
+    }
+
     /// Runs `omsc` with `args` and this environment's settings (and `extra_env`), asserts it
     /// succeeded, and returns what it printed.
     pub async fn omsc(&self, args: &[&str], extra_env: &[(&str, &str)]) -> String {

@@ -9,7 +9,7 @@ use protocol::inventory::{SnapshotMode, StockEntry, StockScope, StockSnapshot};
 use protocol::sales::methods;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AMQP_URL, PATIENCE, TestEnv, http_get, wait_until};
+use crate::helpers::{PATIENCE, TestEnv, http_get, wait_until};
 use crate::proxy::{Mode, Proxy};
 use crate::sales_support::{OmsInbox, start_sales};
 
@@ -244,16 +244,7 @@ async fn a_background_loop_that_stops_or_stops_beating_makes_the_process_not_rea
 #[tokio::test]
 async fn a_whole_connector_names_each_of_its_loops_ready_in_readyz() {
     let env = TestEnv::new().await;
-    let addr = test_support::http::free_address().unwrap();
-    let mut process = env.spawn_binary_with_args(
-        "omsc",
-        &["run", "--all"],
-        &[("OMSC_HTTP_ADDR", &addr.to_string())],
-    );
-    wait_until("the connector to be ready", PATIENCE, || async {
-        http_get(addr, "/readyz").await.0 == 200
-    })
-    .await;
+    let (mut process, addr) = env.spawn_ready_connector().await;
     let (_, body) = http_get(addr, "/readyz").await;
     let mut expected = vec![
         "inventory nonzero settler: ready (running)".to_owned(),
@@ -285,10 +276,9 @@ async fn a_whole_connector_names_each_of_its_loops_ready_in_readyz() {
 async fn a_dead_letter_keeper_cut_off_from_the_broker_is_not_ready_until_it_is_back() {
     const KEEPER: &str = "connector.inventory dead-letter keeper: ";
     let env = TestEnv::new().await;
-    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let via_proxy = AMQP_URL.replace("127.0.0.1:5672", &proxy.addr.to_string());
+    let proxy = Proxy::to_broker().await;
     let worker = env
-        .start_worker_with(&[&format!("--amqp-url={via_proxy}")])
+        .start_worker_with(&[&format!("--amqp-url={}", proxy.amqp_url())])
         .await;
     let ready = format!("{KEEPER}ready (running)");
     wait_for_line(worker.http, "/readyz", &ready).await;

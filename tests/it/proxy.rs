@@ -38,6 +38,16 @@ impl Proxy {
         Self { addr, mode }
     }
 
+    /// A proxy in front of the local broker.
+    pub async fn to_broker() -> Self {
+        Self::start("127.0.0.1:5672".parse().unwrap()).await
+    }
+
+    /// The test broker's URL through this proxy (for one made by [`Proxy::to_broker`]).
+    pub fn amqp_url(&self) -> String {
+        crate::helpers::AMQP_URL.replace("127.0.0.1:5672", &self.addr.to_string())
+    }
+
     pub fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
     }

@@ -487,16 +487,7 @@ async fn a_worker_process_serves_the_metrics_of_design_and_flushes_its_minutes_o
 #[tokio::test]
 async fn every_served_metric_is_named_for_its_type_and_endpoint_series_carry_the_module() {
     let env = TestEnv::new().await;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _process = env.spawn_binary_with_args(
-        "omsc",
-        &["run", "--all"],
-        &[("OMSC_HTTP_ADDR", &addr.to_string())],
-    );
-    wait_until("the connector to be ready", PATIENCE, || async {
-        http_get(addr, "/readyz").await.0 == 200
-    })
-    .await;
+    let (_process, addr) = env.spawn_ready_connector().await;
     let publisher = env.publisher().await;
     publisher
         .publish_all([(STOCK, delta(0), "d0".to_owned())], 1)
