@@ -141,11 +141,7 @@ struct RegisterArgs {
     #[arg(value_enum)]
     modules: Vec<Module>,
     #[command(flatten)]
-    runtime: runtime::RuntimeConfig,
-    #[command(flatten)]
-    inventory: inventory::InventoryConfig,
-    #[command(flatten)]
-    catalog: catalog::CatalogConfig,
+    settings: modules::ModuleSettings,
 }
 
 #[derive(Args)]
@@ -157,11 +153,7 @@ struct RunArgs {
     #[arg(value_enum)]
     modules: Vec<Module>,
     #[command(flatten)]
-    runtime: runtime::RuntimeConfig,
-    #[command(flatten)]
-    inventory: inventory::InventoryConfig,
-    #[command(flatten)]
-    catalog: catalog::CatalogConfig,
+    settings: modules::ModuleSettings,
     /// The service-bus gateway runs too whenever `OMSC_OMS_URL` is set.
     #[command(flatten)]
     gateway: gateway::GatewayConfig,
@@ -248,13 +240,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         &args.modules
     };
-    runtime::telemetry::init(args.runtime.log_format);
-    let mut app = runtime::Runtime::build(args.runtime).await?;
+    let settings = args.settings;
+    runtime::telemetry::init(settings.runtime.log_format);
+    let mut app = runtime::Runtime::build(settings.runtime).await?;
     for module in modules {
         module.install(
             &mut app,
-            &args.inventory,
-            &args.catalog,
+            &settings.inventory,
+            &settings.catalog,
             Some(&args.gateway.bus),
         )?;
     }
@@ -269,13 +262,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// The modules named on the command line are installed in a runtime that never runs, so
 /// their methods come from their handlers exactly as in a worker.
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let mut config = args.runtime.clone();
+    let settings = &args.settings;
+    let mut config = settings.runtime.clone();
     config.http_addr = ([127, 0, 0, 1], 0).into();
     let mut app = runtime::Runtime::build(config).await?;
     for module in &args.modules {
-        module.install(&mut app, &args.inventory, &args.catalog, None)?;
+        module.install(&mut app, &settings.inventory, &settings.catalog, None)?;
     }
-    registration::register(&args.runtime, app.modules()).await
+    registration::register(&settings.runtime, app.modules()).await
 }
 
 #[cfg(test)]

@@ -14,6 +14,18 @@ pub enum Module {
     Catalog,
 }
 
+/// What installing modules needs: the runtime's settings and those of the modules that have
+/// their own (`omsc run`, `omsc register`).
+#[derive(clap::Args)]
+pub struct ModuleSettings {
+    #[command(flatten)]
+    pub runtime: runtime::RuntimeConfig,
+    #[command(flatten)]
+    pub inventory: inventory::InventoryConfig,
+    #[command(flatten)]
+    pub catalog: catalog::CatalogConfig,
+}
+
 /// Every module, as `omsc run --all` starts them.
 pub const ALL: &[Module] = &[
     Module::Inventory,
@@ -103,11 +115,7 @@ mod tests {
         #[derive(clap::Parser)]
         struct Flags {
             #[command(flatten)]
-            runtime: runtime::RuntimeConfig,
-            #[command(flatten)]
-            inventory: inventory::InventoryConfig,
-            #[command(flatten)]
-            catalog: catalog::CatalogConfig,
+            settings: ModuleSettings,
         }
         let flags = Flags::try_parse_from([
             "omsc",
@@ -115,7 +123,8 @@ mod tests {
             "--amqp-url=amqp://127.0.0.1:1/%2f",
             "--http-addr=127.0.0.1:0",
         ])
-        .unwrap();
+        .unwrap()
+        .settings;
         let takes = outbox_modules();
         for module in ALL {
             let mut app = runtime::Runtime::build(flags.runtime.clone())
