@@ -581,3 +581,85 @@ async fn omsc_run_all_with_a_bus_url_registers_there_and_serves_the_callback() {
     bus.stop();
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn omsc_probe_checks_the_bus_the_callback_and_a_signed_delivery_and_leaves_nothing() {
+    let env = TestEnv::new().await;
+    let bus = TestBus::start().await;
+    bus.set_sources(vec![
+        serde_json::json!({"source_code": "EU", "name": "Europe"}),
+    ]);
+    let url = format!("--oms-url={}", bus.base);
+    let (worker, addr) = start_gateway_with(
+        &env,
+        &["--registration-secret=bus-secret"],
+        &[url.as_str()],
+        |_| {},
+    )
+    .await;
+    let callback = format!("http://{addr}/oms-callback");
+    let probe = |secret: &'static str| {
+        env.binary_command(
+            "omsc",
+            &["probe"],
+            &[
+                ("OMSC_OMS_URL", bus.base.as_str()),
+                ("OMSC_CALLBACK_URL", callback.as_str()),
+                ("OMSC_REGISTRATION_SECRET", secret),
+            ],
+        )
+        .output()
+    };
+
+    let output = probe("bus-secret").await.unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "ok   the bus: ",
+        "ok   the gateway's probe: ",
+        "ok   a test delivery: a signed delivery of magento.connector.probe reached the broker",
+        "ok   its dead letter: stored and discarded (1)",
+    ] {
+        assert!(said.lines().any(|l| l.starts_with(line)), "{line}\n{said}");
+    }
+    assert!(said.contains("(1 sources known)"), "{said}");
+    env.assert_no_dead_letters().await;
+
+    // Another secret than the gateway's: the delivery is refused, and the probe says why.
+    let output = probe("not-the-secret").await.unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.lines().any(|l| l
+            .starts_with("FAIL a test delivery: the gateway refused the signature")
+            && l.contains("OMSC_REGISTRATION_SECRET here differs")),
+        "{said}"
+    );
+    assert!(
+        !said.contains("not-the-secret") && !said.contains("bus-secret"),
+        "{said}"
+    );
+    env.assert_no_dead_letters().await;
+
+    // A callback URL that is not the gateway.
+    let output = env
+        .binary_command(
+            "omsc",
+            &["probe"],
+            &[("OMSC_CALLBACK_URL", &format!("{}/elsewhere", bus.base))],
+        )
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("FAIL the gateway's probe: "), "{said}");
+    worker.stop().await;
+    bus.stop();
+    env.teardown().await;
+}

@@ -138,6 +138,34 @@ impl BusClient {
         self.call_with_headers(path, body, &[]).await
     }
 
+    /// Sends `OPTIONS` to `path`, as the bus probes an endpoint before it delivers to it:
+    /// the status and the `X-Magento-Service-Bus` header of the answer.
+    pub async fn options(&self, path: &str) -> Result<(StatusCode, Option<String>), Unavailable> {
+        let url = self.url(path);
+        let request = Request::builder()
+            .method(Method::OPTIONS)
+            .uri(&url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Unavailable(format!("cannot build a request to {url}: {e}")))?;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let header = response
+                .headers()
+                .get("x-magento-service-bus")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok::<_, hyper_util::client::legacy::Error>((response.status(), header))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(Unavailable(format!("cannot reach {url}: {}", chain(&e)))),
+            Err(_) => Err(Unavailable(format!(
+                "{url} did not answer within {:.1}s",
+                self.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
     /// [`Self::call`] with more request headers (the message's trace context).
     pub async fn call_with_headers(
         &self,

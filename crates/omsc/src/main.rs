@@ -4,6 +4,7 @@ mod aggregates;
 mod catalog_export;
 mod dead_letters;
 mod outbox_cmd;
+mod probe;
 mod registration;
 mod report_cmd;
 mod returns_cmd;
@@ -116,6 +117,10 @@ enum Command {
     },
     /// The registration, the recorded modules, the outbox and the catalog exports.
     Status(DatabaseArgs),
+    /// Check the service-bus connection both ways: the bus answers a query that changes
+    /// nothing, the gateway answers the bus's probe, and a signed test delivery reaches the
+    /// broker (its dead letter is then discarded). Exits 1 when a check fails.
+    Probe(probe::ProbeArgs),
     /// Print a shell completion script for omsc (e.g. `omsc completions bash >
     /// /etc/bash_completion.d/omsc`).
     Completions {
@@ -219,6 +224,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Register(args) => register(args).await,
         Command::Unregister { runtime } => registration::unregister(&runtime).await,
         Command::Status(db) => status::run(&db.database_url).await,
+        Command::Probe(args) => {
+            if !probe::run(args).await? {
+                // A check failed and said why: a "no", not an error.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Sources { db, bus, command } => {
             runtime::telemetry::init(runtime::config::LogFormat::Text);
             sources_cmd::run(&db.database_url, &bus, command).await
