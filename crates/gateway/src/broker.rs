@@ -1,6 +1,11 @@
 //! The gateway's connection to the broker for what the bus delivers: one confirming channel
 //! shared by every request, opened on first use and again after a failure.
+//!
+//! Every request asks for the channel, so asking is a read of a shared pointer; only opening
+//! one (the first request, or the first after a failure) waits on a lock, so that requests
+//! arriving together open one connection, not one each.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lapin::types::ShortString;
@@ -9,6 +14,18 @@ use runtime::Shared;
 use runtime::amqp::{self, Publisher};
 use tokio::sync::Mutex;
 
+/// A live connection and its confirming channel.
+struct Link {
+    connection: Connection,
+    publisher: Arc<Publisher>,
+}
+
+impl Link {
+    fn is_live(&self) -> bool {
+        self.connection.status().connected() && self.publisher.channel().status().connected()
+    }
+}
+
 /// How long a request waits for a broker connection before it is answered 503: the bus
 /// retries, so a quick "not now" beats holding its connection.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
@@ -16,7 +33,8 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 pub struct BrokerLink {
     shared: Shared,
     name: String,
-    state: Mutex<Option<(Connection, Publisher)>>,
+    current: RwLock<Option<Arc<Link>>>,
+    opening: Mutex<()>,
 }
 
 impl BrokerLink {
@@ -24,20 +42,29 @@ impl BrokerLink {
         Self {
             shared,
             name: name.to_owned(),
-            state: Mutex::new(None),
+            current: RwLock::new(None),
+            opening: Mutex::new(()),
         }
     }
 
+    fn live(&self) -> Option<Arc<Publisher>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|link| link.is_live())
+            .map(|link| link.publisher.clone())
+    }
+
     /// A publisher on a live connection, connecting if needed.
-    pub async fn publisher(&self) -> anyhow::Result<Publisher> {
-        let mut state = self.state.lock().await;
-        if let Some((connection, publisher)) = state.as_ref()
-            && connection.status().connected()
-            && publisher.channel().status().connected()
-        {
-            return Ok(publisher.clone());
+    pub async fn publisher(&self) -> anyhow::Result<Arc<Publisher>> {
+        if let Some(publisher) = self.live() {
+            return Ok(publisher);
         }
-        *state = None;
+        let _opening = self.opening.lock().await;
+        // Another request may have opened one while this one waited.
+        if let Some(publisher) = self.live() {
+            return Ok(publisher);
+        }
         let opened = tokio::time::timeout(CONNECT_PATIENCE, self.open()).await;
         let (connection, publisher) = match opened {
             Ok(result) => result?,
@@ -46,16 +73,25 @@ impl BrokerLink {
                 CONNECT_PATIENCE.as_secs()
             ),
         };
-        *state = Some((connection, publisher.clone()));
+        let publisher = Arc::new(publisher);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Link {
+            connection,
+            publisher: publisher.clone(),
+        }));
         Ok(publisher)
     }
 
     /// Forgets the connection after a failure, so the next request opens a new one.
     pub async fn reset(&self) {
-        if let Some((connection, _)) = self.state.lock().await.take() {
+        let link = self
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(link) = link {
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                connection.close(200, "reconnecting".into()),
+                link.connection.close(200, "reconnecting".into()),
             )
             .await;
         }
