@@ -33,7 +33,7 @@ use lapin::options::{
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
-use super::support::{self, Scratch};
+use super::support::{self, CpuTimes, Scratch};
 use simulate::publish::OmsPublisher;
 use simulate::stock;
 
@@ -51,16 +51,23 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// One round of the inbound measure.
 #[derive(Debug, Clone)]
 pub struct Round {
-    /// `(concurrent publishers, messages/s)` of each ceiling trial.
-    pub ceiling_trials: Vec<(usize, f64)>,
+    /// `(concurrent publishers, messages/s, broker CPU µs per message)` of each ceiling trial.
+    pub ceiling_trials: Vec<(usize, f64, f64)>,
     /// The gateway's inbound rate, messages/s.
     pub inbound: f64,
+    /// CPU µs per message of the gateway and of the broker in the inbound trial.
+    pub inbound_cpu: (f64, f64),
 }
 
 impl Round {
     /// The round's ceiling: its best confirmed publishing rate, at any concurrency.
     pub fn ceiling(&self) -> f64 {
         self.ceiling_trials.iter().map(|t| t.1).fold(0.0, f64::max)
+    }
+
+    /// The ceiling trial with as many publishers as the gateway has connections.
+    fn same_concurrency(&self) -> Option<&(usize, f64, f64)> {
+        self.ceiling_trials.iter().find(|t| t.0 == CONNECTIONS)
     }
 
     pub fn ratio(&self) -> f64 {
@@ -200,17 +207,22 @@ async fn measure(setup: &super::Setup, scratch: &Scratch) -> anyhow::Result<Gate
                 .map(|i| body(i, &format!("ceiling{round}-{publishers}")))
                 .collect();
             purge_inventory_queues(scratch).await?;
+            let before = CpuTimes::read(pid);
             let rate = publish_ceiling(scratch, routing_key, bodies, publishers).await?;
-            ceiling_trials.push((publishers, rate));
+            let (_, broker, _) = CpuTimes::read(pid).since(before).per_item_micros(messages);
+            ceiling_trials.push((publishers, rate, broker));
         }
         let requests: Vec<Vec<u8>> = (0..messages)
             .map(|i| signed_request(gateway_addr, &body(i, &format!("in{round}"))))
             .collect();
         purge_inventory_queues(scratch).await?;
+        let before = CpuTimes::read(pid);
         let inbound = inbound_trial(gateway_addr, requests).await?;
+        let (gateway, broker, _) = CpuTimes::read(pid).since(before).per_item_micros(messages);
         rounds.push(Round {
             ceiling_trials,
             inbound,
+            inbound_cpu: (gateway, broker),
         });
     }
     purge_inventory_queues(scratch).await?;
@@ -559,7 +571,7 @@ pub fn markdown(g: &Gateway) -> String {
         median
             .ceiling_trials
             .iter()
-            .map(|(w, r)| format!("{w} publishers: {r:.0}"))
+            .map(|(w, r, _)| format!("{w} publishers: {r:.0}"))
             .collect::<Vec<_>>()
             .join("; ")
     );
@@ -573,11 +585,7 @@ pub fn markdown(g: &Gateway) -> String {
         g.rounds
             .iter()
             .map(|r| {
-                let same = r
-                    .ceiling_trials
-                    .iter()
-                    .find(|(w, _)| *w == CONNECTIONS)
-                    .map_or(0.0, |t| t.1);
+                let same = r.same_concurrency().map_or(0.0, |t| t.1);
                 format!(
                     "{:.0}/s = {:.2} × its ceiling of {:.0} ({:.2} × its {CONNECTIONS}-publisher trial)",
                     r.inbound,
@@ -588,6 +596,17 @@ pub fn markdown(g: &Gateway) -> String {
             })
             .collect::<Vec<_>>()
             .join("; ")
+    );
+    let (gateway_cpu, broker_cpu) = median.inbound_cpu;
+    let ceiling_broker_cpu = median
+        .ceiling_trials
+        .iter()
+        .map(|(w, _, cpu)| format!("{cpu:.1} µs with {w} publishers"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "  CPU per message in the median round: gateway {gateway_cpu:.1} µs, broker {broker_cpu:.1} µs; the broker's in the ceiling trials: {ceiling_broker_cpu}. The gateway holds at most {CONNECTIONS} messages awaiting confirms (one per connection), so it is compared with the {CONNECTIONS}-publisher trial as well as with the best one."
     );
     let _ = writeln!(
         out,
