@@ -530,7 +530,7 @@ pub fn verdicts(g: &Gateway) -> Vec<super::report::Verdict> {
         super::report::Verdict {
             what: "Gateway inbound (64 connections) vs the broker's publish-with-confirm ceiling (median of rounds)",
             target: "≥ 0.50 ×".into(),
-            measured: format!("{inbound:.2} ×"),
+            measured: format!("{inbound:.3} ×"),
             met: inbound >= 0.5,
         },
         super::report::Verdict {
@@ -577,7 +577,7 @@ pub fn markdown(g: &Gateway) -> String {
     );
     let _ = writeln!(
         out,
-        "- **Inbound**: {} signed single-message POSTs from {CONNECTIONS} keep-alive connections, each answered 200 only after the broker's confirm: **{:.0} messages/s** ({:.2} × the ceiling) in the median of {} rounds; each round is its ceiling trials then the gateway's, each trial on an emptied queue. Rounds: {}.",
+        "- **Inbound**: {} signed single-message POSTs from {CONNECTIONS} keep-alive connections, each answered 200 only after the broker's confirm: **{:.0} messages/s** ({:.3} × the ceiling) in the median of {} rounds; each round is its ceiling trials then the gateway's, each trial on an emptied queue. Rounds: {}.",
         g.inbound_messages,
         median.inbound,
         median.ratio(),
@@ -587,7 +587,7 @@ pub fn markdown(g: &Gateway) -> String {
             .map(|r| {
                 let same = r.same_concurrency().map_or(0.0, |t| t.1);
                 format!(
-                    "{:.0}/s = {:.2} × its ceiling of {:.0} ({:.2} × its {CONNECTIONS}-publisher trial)",
+                    "{:.0}/s = {:.3} × its ceiling of {:.0} ({:.2} × its {CONNECTIONS}-publisher trial)",
                     r.inbound,
                     r.ratio(),
                     r.ceiling(),
