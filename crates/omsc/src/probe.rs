@@ -98,6 +98,8 @@ async fn bus_answers(config: &BusConfig) -> anyhow::Result<Check> {
                 "{} answered a source query ({} sources known)",
                 client.url("/remote/oms"),
                 result["total"]
+                    .as_u64()
+                    .map_or_else(|| "an unstated number of".to_owned(), |n| n.to_string())
             ),
         ),
         Ok(Answer::Refused(reason)) | Err(bus_client::Unavailable(reason)) => (false, reason),
