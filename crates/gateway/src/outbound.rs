@@ -474,8 +474,6 @@ impl Context {
         Ok(())
     }
 
-    /// Sends a refused message to the dead letters, an unavailable one to its retry queue
-    /// (or, after the last attempt, the dead letters), confirmed before the acknowledgement.
     /// A retry on the last attempt is a dead letter, and is counted as one.
     fn give_up_on_the_last_attempt(&self, incoming: &Incoming<()>, settle: Settle) -> Settle {
         let attempt = incoming.attempt + 1;
@@ -487,6 +485,8 @@ impl Context {
         }
     }
 
+    /// Sends a refused message (or one given up on) to the dead letters and an unavailable
+    /// one to its retry queue, confirmed before the acknowledgement.
     async fn publish_failure(
         &self,
         incoming: &Incoming<()>,
