@@ -77,6 +77,16 @@ async fn wait_queue_empty(env: &TestEnv) {
     .await;
 }
 
+/// Once the bus takes calls again: it took exactly `ids`, in that order, the queue is empty
+/// and nothing was dead-lettered.
+async fn assert_all_taken_in_order(env: &TestEnv, bus: &TestBus, ids: &[&str]) {
+    wait_taken(bus, ids.len()).await;
+    wait_queue_empty(env).await;
+    let taken: Vec<String> = taken(bus).iter().map(Call::id).collect();
+    assert_eq!(taken, ids);
+    env.assert_no_dead_letters().await;
+}
+
 #[tokio::test]
 async fn commands_and_events_reach_their_paths_byte_for_byte_and_are_acknowledged() {
     let env = TestEnv::new().await;
@@ -416,11 +426,7 @@ async fn with_credentials_the_bus_refuses_messages_wait_in_order_and_none_is_dea
     env.assert_no_dead_letters().await;
     // The operator mends the credentials.
     bus.set_deny(false);
-    wait_taken(&bus, messages.len()).await;
-    wait_queue_empty(&env).await;
-    let ids: Vec<String> = taken(&bus).iter().map(Call::id).collect();
-    assert_eq!(ids, ["420", "420:cancel"]);
-    env.assert_no_dead_letters().await;
+    assert_all_taken_in_order(&env, &bus, &["420", "420:cancel"]).await;
     worker.stop().await;
     bus.stop();
     env.teardown().await;
@@ -429,9 +435,7 @@ async fn with_credentials_the_bus_refuses_messages_wait_in_order_and_none_is_dea
 #[tokio::test]
 async fn a_bus_that_is_not_listening_yet_is_called_again_until_it_is() {
     let env = TestEnv::new().await;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let bus_addr = free.local_addr().unwrap();
-    drop(free);
+    let bus_addr = test_support::http::free_address().unwrap();
     let publisher = connector_publisher(&env).await;
     let url = format!("--oms-url=http://{bus_addr}/api");
     let (worker, _) = start_gateway_with(&env, &[], &[&url], |_| {}).await;
@@ -449,11 +453,7 @@ async fn a_bus_that_is_not_listening_yet_is_called_again_until_it_is() {
     .await;
     env.assert_no_dead_letters().await;
     let bus = TestBus::start_on(&bus_addr.to_string()).await;
-    wait_taken(&bus, messages.len()).await;
-    wait_queue_empty(&env).await;
-    let ids: Vec<String> = taken(&bus).iter().map(Call::id).collect();
-    assert_eq!(ids, ["430", "430:cancel"]);
-    env.assert_no_dead_letters().await;
+    assert_all_taken_in_order(&env, &bus, &["430", "430:cancel"]).await;
     worker.stop().await;
     bus.stop();
     env.teardown().await;
@@ -519,9 +519,7 @@ async fn the_registration_reaches_the_bus_and_its_answer_is_stored() {
 async fn omsc_run_all_with_a_bus_url_registers_there_and_serves_the_callback() {
     let env = TestEnv::new().await;
     let bus = TestBus::start().await;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway_addr = free.local_addr().unwrap();
-    drop(free);
+    let gateway_addr = test_support::http::free_address().unwrap();
     let callback = format!("http://{gateway_addr}/oms-callback");
     let mut omsc = env
         .binary_command(
